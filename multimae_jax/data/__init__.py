@@ -1,0 +1,1 @@
+"""Caption datasets, image transforms, tokenizers and Grain input pipelines."""

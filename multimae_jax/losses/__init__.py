@@ -1,0 +1,1 @@
+"""Training objectives: MAE pixel loss, masked-language-model loss, contrastive loss."""

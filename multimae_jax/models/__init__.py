@@ -1,0 +1,1 @@
+"""Image encoders, text encoders, fusion transformer, decoders and heads."""

@@ -1,0 +1,1 @@
+"""Optimizer, sharding, train step, checkpoints, metric logging and the training loop."""
