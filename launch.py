@@ -1,0 +1,60 @@
+r"""Train and evaluate multimae-jax models.
+
+  python launch.py --config configs/fusion.py:vit_tiny --workdir /tmp/fusion_tiny
+  python launch.py --config configs/fusion.py:vit_tiny --workdir /tmp/coco \
+      --config.data.root=../shared/data/coco_mini --config.train.num_steps=30
+
+Running the same command again on the same workdir resumes from the newest checkpoint there.
+"""
+
+import os
+import sys
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally followed by ':variant' (e.g. configs/fusion.py:vit_tiny). Override "
+    "fields with --config.a.b=value.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs, metrics.jsonl, eval_<split>.json "
+                               "and the trained tokenizer. A rerun on the same folder resumes.")
+
+
+def _log_to_file(workdir: str) -> None:
+    """Copy the log to <workdir>/train.log as well as stderr."""
+    handler = logging.FileHandler(os.path.join(workdir, "train.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config configs/fusion.py:vit_tiny")
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required: the folder for checkpoints, logs and results")
+    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+    os.makedirs(workdir, exist_ok=True)
+    _log_to_file(workdir)
+    # Orbax and Grain log every checkpoint and worker step at INFO through absl; keep their warnings only.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+    # Imported here so that `--help` and config errors are reported before JAX starts.
+    from multimae_jax.data.splits import describe_data_source
+
+    logging.info("%s", describe_data_source(config.data))
+    logging.info("Config %s:%s, workdir %s", config.task, config.get("variant", ""), workdir)
+
+    from multimae_jax.training.trainer import train_and_evaluate
+
+    if config.task != "fusion":
+        raise app.UsageError(f"config.task {config.task!r} is not supported; the supported task is 'fusion'")
+    train_and_evaluate(config, workdir)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    app.run(main)
