@@ -80,7 +80,7 @@ def select_mlm_targets(
     # Padding slots write the token back unchanged, so they never corrupt the input.
     replacement = jnp.where(weights > 0, replacement, labels)
     rows = jnp.arange(batch_size)[:, None]
-    input_ids = text_ids.at[rows, positions].set(replacement.astype(text_ids.dtype))
+    input_ids = jnp.asarray(text_ids).at[rows, positions].set(replacement.astype(text_ids.dtype))
     return MlmTargets(input_ids=input_ids, positions=positions, labels=labels, weights=weights)
 
 
