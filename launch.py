@@ -36,13 +36,21 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config configs/fusion.py:vit_tiny")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required: the folder for checkpoints, logs and results")
+    # Imported here so that `--help` and config errors are reported before JAX starts.
+    from multimae_jax.training.config_checks import validate_config
+
+    if config.get("task") != "fusion":
+        raise app.UsageError(f"config.task {config.get('task')!r} is not supported; the supported task is 'fusion'")
+    try:
+        validate_config(config)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     os.makedirs(workdir, exist_ok=True)
     _log_to_file(workdir)
     # Orbax and Grain log every checkpoint and worker step at INFO through absl; keep their warnings only.
     logging.getLogger("absl").setLevel(logging.WARNING)
 
-    # Imported here so that `--help` and config errors are reported before JAX starts.
     from multimae_jax.data.splits import describe_data_source
 
     logging.info("%s", describe_data_source(config.data))
@@ -50,8 +58,6 @@ def main(argv):
 
     from multimae_jax.training.trainer import train_and_evaluate
 
-    if config.task != "fusion":
-        raise app.UsageError(f"config.task {config.task!r} is not supported; the supported task is 'fusion'")
     train_and_evaluate(config, workdir)
 
 

@@ -20,6 +20,7 @@ from multimae_jax.models.patch_masking import full_patch_mask
 from multimae_jax.models.token_masking import max_mlm_predictions
 from multimae_jax.training import sharding
 from multimae_jax.training.checkpointing import Checkpointer
+from multimae_jax.training.config_checks import validate_config
 from multimae_jax.training.durations import resolve_steps
 from multimae_jax.training.metric_logging import MetricLogger, format_duration
 from multimae_jax.training.optimizer import count_parameters, learning_rate_schedule, make_optimizer
@@ -72,6 +73,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     Returns:
       The final evaluation metrics (test split, or val when there is no test split).
     """
+    validate_config(config)
     os.makedirs(workdir, exist_ok=True)
     run_start = time.time()
 
@@ -185,8 +187,9 @@ def _train_loop(config, workdir, state, train_step, splits, tokenizer, image_siz
                 metric_logger.start_interval(step)
 
             if step % config.train.log_every_steps == 0 or step == total_steps:
-                interval_metrics.append(_check_finite(*pending))
-                pending = None
+                if pending is not None:
+                    interval_metrics.append(_check_finite(*pending))
+                    pending = None
                 metric_logger.write_train(step, _mean(interval_metrics))
                 interval_metrics = []
             if eval_every and step % eval_every == 0 and step != total_steps:
