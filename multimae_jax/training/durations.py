@@ -21,7 +21,9 @@ def resolve_steps(section, name: str, steps_per_epoch: float) -> int:
     if epochs is not None:
         if epochs < 0:
             raise ValueError(f"{epochs_key} must be >= 0, got {epochs}")
-        converted = int(math.ceil(epochs * steps_per_epoch))
+        # Rounding away the last float bits first keeps an exact product such as 0.07 * 100 (7.000000000000001)
+        # from rounding up to an extra step.
+        converted = int(math.ceil(round(epochs * steps_per_epoch, 6)))
         logging.info("%s=%g is %d steps (%.2f steps per epoch); it overrides %s", epochs_key, epochs, converted,
                      steps_per_epoch, steps_key)
         return converted
