@@ -4,7 +4,11 @@ r"""Train and evaluate multimae-jax models.
   python launch.py --config configs/fusion.py:vit_tiny --workdir /tmp/coco \
       --config.data.root=../shared/data/coco_mini --config.train.num_steps=30
 
-Running the same command again on the same workdir resumes from the newest checkpoint there.
+Running the same command again on the same workdir resumes from the newest checkpoint there. Evaluate a
+checkpoint without training (the newest, or the one given by --checkpoint):
+
+  python launch.py --config configs/fusion.py:vit_tiny --workdir /tmp/fusion_tiny --mode eval \
+      --config.eval.split=val
 """
 
 import os
@@ -17,6 +21,10 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally followed by ':variant' (e.g. configs/fusion.py:vit_tiny). Override "
     "fields with --config.a.b=value.", lock_config=True)
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train: train (resuming from the newest checkpoint "
+                          "in --workdir) and evaluate. eval: evaluate a checkpoint on config.eval.split only.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "", "With --mode eval: a step number or the folder of one "
+                                  "checkpoint (<workdir>/checkpoints/<step>). Empty: the newest in --workdir.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs, metrics.jsonl, eval_<split>.json "
                                "and the trained tokenizer. A rerun on the same folder resumes.")
 
@@ -56,6 +64,13 @@ def main(argv):
     logging.info("%s", describe_data_source(config.data))
     logging.info("Config %s:%s, workdir %s", config.task, config.get("variant", ""), workdir)
 
+    if _MODE.value == "eval":
+        from multimae_jax.evaluation.eval_only import evaluate_checkpoint
+
+        evaluate_checkpoint(config, workdir, _CHECKPOINT.value)
+        return
+    if _CHECKPOINT.value:
+        raise app.UsageError("--checkpoint is for --mode eval; training resumes from the newest checkpoint")
     from multimae_jax.training.trainer import train_and_evaluate
 
     train_and_evaluate(config, workdir)

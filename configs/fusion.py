@@ -97,6 +97,8 @@ def get_config(arg: str = "vit_tiny") -> ml_collections.ConfigDict:
     config.eval.every_steps = ml_collections.FieldReference(200, field_type=int)
     config.eval.every_epochs = ml_collections.FieldReference(None, field_type=float)
     config.eval.batch_size = 128
+    config.eval.split = "test"  # Split of --mode eval: "val" or "test". Training ends on test (val if absent).
+    config.eval.export_embeddings = False  # --mode eval also saves embeddings_<split>_step<N>.npz.
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = ml_collections.FieldReference(200, field_type=int)

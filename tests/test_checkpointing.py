@@ -102,3 +102,16 @@ def test_should_save_interval(tmp_path):
 def test_invalid_settings_rejected(tmp_path, every_steps, max_to_keep, message):
     with pytest.raises(ValueError, match=message):
         Checkpointer(str(tmp_path), every_steps=every_steps, max_to_keep=max_to_keep)
+
+
+def test_restore_params_only(tmp_path):
+    checkpointer = Checkpointer(str(tmp_path), every_steps=1, max_to_keep=2)
+    checkpointer.save(make_state(3, 2.5), {})
+    checkpointer.wait()
+
+    target = abstract_state(make_state(0, 0.0)).params
+    params = checkpointer.restore_params(target)
+    assert set(params) == {"dense"}
+    np.testing.assert_array_equal(params["dense"]["kernel"], np.full((3, 4), 2.5))
+    np.testing.assert_array_equal(params["dense"]["bias"], np.arange(4.0) * 2.5)
+    checkpointer.close()

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from conftest import TINY_RUN_OVERRIDES, coco_mini_root, run_launch
@@ -129,3 +130,47 @@ def test_missing_data_root_names_folder(tmp_path):
                         "--config.train.num_steps=1")
     assert result.returncode != 0
     assert str(missing) in result.stderr
+
+
+def test_eval_only_reproduces_training_metrics_across_device_counts(tmp_path):
+    workdir = tmp_path / "eval"
+    # 7 test images and 35 captions over 8 devices: the last evaluation batches are padded.
+    trained = run_launch(workdir, *TINY_RUN_OVERRIDES, "--config.train.num_steps=2", "--config.eval.every_steps=0",
+                         "--config.checkpoint.every_steps=1", devices=8)
+    assert_succeeded(trained)
+    training_metrics = read_json(workdir / "eval_test.json")
+    os.remove(workdir / "eval_test.json")
+
+    single = run_launch(workdir, *TINY_RUN_OVERRIDES, "--mode=eval", "--config.eval.export_embeddings=True",
+                        devices=1)
+    assert_succeeded(single)
+    single_metrics = read_json(workdir / "eval_test.json")
+    assert single_metrics["step"] == 2
+    for key in METRIC_KEYS | {"rsum", "num_images", "num_captions"}:
+        assert single_metrics[key] == pytest.approx(training_metrics[key], abs=1e-6), key
+    assert "Restoring the parameters of step 2" in single.stderr
+
+    with np.load(workdir / "embeddings_test_step2.npz") as exported:
+        assert exported["image_embeddings"].shape == (7, 16)
+        assert exported["text_embeddings"].shape == (35, 16)
+        assert exported["caption_to_image"].tolist() == np.repeat(np.arange(7), 5).tolist()
+        assert len(exported["image_ids"]) == 7
+        assert len(exported["captions"]) == 35
+
+    by_path = run_launch(workdir, *TINY_RUN_OVERRIDES, "--mode=eval", "--config.eval.split=val",
+                         f"--checkpoint={workdir / 'checkpoints' / '1'}", devices=8)
+    assert_succeeded(by_path)
+    val_metrics = read_json(workdir / "eval_val.json")
+    assert val_metrics["step"] == 1
+    assert val_metrics["split"] == "val"
+    assert val_metrics["num_images"] == 6
+
+
+def test_eval_only_without_checkpoint_fails(tmp_path):
+    result = run_launch(tmp_path / "empty", *TINY_RUN_OVERRIDES, "--mode=eval")
+    assert result.returncode != 0
+    assert "no checkpoints folder" in result.stderr
+
+    missing_step = run_launch(tmp_path / "empty", *TINY_RUN_OVERRIDES, "--mode=eval", "--checkpoint=/no/such/7")
+    assert missing_step.returncode != 0
+    assert "checkpoint folder /no/such/7 does not exist" in missing_step.stderr

@@ -70,8 +70,12 @@ class RetrievalEvaluator:
                                              self.split.num_captions, self.mesh)
         return image_embeddings, text_embeddings
 
-    def evaluate(self, params, step: int, workdir: str) -> dict:
-        """Compute the retrieval metrics, log them next to chance and write `<workdir>/eval_<split>.json`."""
+    def evaluate(self, params, step: int, workdir: str, return_embeddings: bool = False):
+        """Compute the retrieval metrics, log them next to chance and write `<workdir>/eval_<split>.json`.
+
+        Returns:
+          The metrics dict, or (metrics, image embeddings, text embeddings) when return_embeddings is set.
+        """
         start = time.time()
         image_embeddings, text_embeddings = self.compute_embeddings(params)
         metrics = retrieval_metrics(image_embeddings, text_embeddings, self.split.caption_to_image, ks=self.ks)
@@ -95,4 +99,22 @@ class RetrievalEvaluator:
             with open(temporary, "w", encoding="utf-8") as file:
                 json.dump(result, file, indent=2, sort_keys=True)
             os.replace(temporary, path)
+        if return_embeddings:
+            return result, image_embeddings, text_embeddings
         return result
+
+
+def build_retrieval_evaluator(config, splits, split_name: str, tokenizer, model, mesh) -> RetrievalEvaluator:
+    """Build the evaluator of one split from the config, the same way for training and eval-only runs.
+
+    Args:
+      splits: a `multimae_jax.data.splits.Splits`.
+      split_name: "val" or "test".
+    """
+    split = {"val": splits.val, "test": splits.test}.get(split_name)
+    if split is None:
+        raise ValueError(f"the data has no {split_name!r} split; set --config.eval.split=val or add the "
+                         f"{split_name} annotations")
+    return RetrievalEvaluator(split, split_name, tokenizer, model, mesh, batch_size=config.eval.batch_size,
+                              image_size=splits.image_size, max_text_length=config.data.max_text_length,
+                              num_workers=config.data.num_workers)

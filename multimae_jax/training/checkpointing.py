@@ -22,12 +22,12 @@ class Checkpointer:
     it when finished, so an interrupted save never leaves a checkpoint that looks complete.
     """
 
-    def __init__(self, workdir: str, every_steps: int, max_to_keep: int):
+    def __init__(self, workdir: str, every_steps: int, max_to_keep: int, directory: Optional[str] = None):
         if every_steps < 0:
             raise ValueError(f"checkpoint.every_steps must be >= 0 (0 saves only at the end), got {every_steps}")
         if max_to_keep < 1:
             raise ValueError(f"checkpoint.max_to_keep must be >= 1, got {max_to_keep}")
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = os.path.abspath(directory or os.path.join(workdir, "checkpoints"))
         self.every_steps = every_steps
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM))
@@ -63,19 +63,47 @@ class Checkpointer:
             arrays land on the current mesh whatever the device count of the run that saved them.
           step: the step to restore; the newest when None.
         """
+        step = self._existing_step(step)
+        logging.info("Restoring checkpoint of step %d from %s", step, self.directory)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
+        return restored[STATE_ITEM]
+
+    def restore_params(self, abstract_params, step: Optional[int] = None):
+        """Restore only the model parameters of a checkpoint, skipping the optimizer state.
+
+        Args:
+          abstract_params: the parameter tree as jax.ShapeDtypeStruct leaves with the target shardings.
+          step: the step to restore; the newest when None.
+        """
+        step = self._existing_step(step)
+        logging.info("Restoring the parameters of step %d from %s", step, self.directory)
+        # The state was written by the standard handler, whose format the PyTree handler reads; only the latter
+        # restores a subtree (partial_restore) and leaves the optimizer state on disk.
+        reader = ocp.CheckpointManager(self.directory,
+                                       options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+                                       item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler()})
+        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_params)
+        try:
+            restored = reader.restore(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(
+                item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True)}))
+        finally:
+            reader.close()
+        return restored[STATE_ITEM]["params"]
+
+    def _existing_step(self, step: Optional[int]) -> int:
+        """Return `step`, or the newest step when None, checking that a checkpoint of it exists."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint found in {self.directory}")
         if step not in self._manager.all_steps():
             raise FileNotFoundError(f"no checkpoint of step {step} in {self.directory}; available steps: "
                                     f"{self.all_steps()}")
-        logging.info("Restoring checkpoint of step %d from %s", step, self.directory)
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
-        return restored[STATE_ITEM]
+        return step
 
     def restore_metadata(self, step: Optional[int] = None) -> dict[str, Any]:
-        step = self.latest_step() if step is None else step
+        """Return the JSON metadata saved with a checkpoint (the newest when step is None)."""
+        step = self._existing_step(step)
         restored = self._manager.restore(step, args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()}))
         return restored[METADATA_ITEM]
 

@@ -58,6 +58,7 @@ def validate_config(config) -> None:
           "must be positive (or None for no clipping)")
     check(train.log_every_steps >= 1, "train.log_every_steps", "must be >= 1")
     check(config.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    check(config.eval.split in ("val", "test"), "eval.split", "must be 'val' or 'test'")
     check(config.checkpoint.max_to_keep >= 1, "checkpoint.max_to_keep", "must be >= 1")
 
     if problems:

@@ -14,7 +14,7 @@ import numpy as np
 from multimae_jax.data import pipeline
 from multimae_jax.data.splits import load_splits
 from multimae_jax.data.tokenizer import load_tokenizer
-from multimae_jax.evaluation.retrieval_evaluator import RetrievalEvaluator
+from multimae_jax.evaluation.retrieval_evaluator import build_retrieval_evaluator
 from multimae_jax.models.fusion_mae import build_fusion_mae
 from multimae_jax.models.patch_masking import full_patch_mask
 from multimae_jax.models.token_masking import max_mlm_predictions
@@ -32,6 +32,17 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+def init_params(model, key: jax.Array, image_size: int, max_text_length: int):
+    """Initialise the model's parameters from dummy inputs of one example."""
+    num_patches = (image_size // model.patch_size) ** 2
+    images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    text_ids = jnp.zeros((1, max_text_length), jnp.int32)
+    text_mask = jnp.ones((1, max_text_length), jnp.int32)
+    mlm_positions = jnp.zeros((1, max_mlm_predictions(max_text_length, 0.15)), jnp.int32)
+    return model.init(key, images, text_ids, text_mask, full_patch_mask(1, num_patches), text_ids,
+                      mlm_positions)["params"]
+
+
 def init_train_state(model, optimizer, mesh, image_size: int, max_text_length: int, seed: int):
     """Initialise the train state directly into its shardings.
 
@@ -40,15 +51,9 @@ def init_train_state(model, optimizer, mesh, image_size: int, max_text_length: i
     Returns:
       (state, state_shardings).
     """
-    num_patches = (image_size // model.patch_size) ** 2
-    images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    text_ids = jnp.zeros((1, max_text_length), jnp.int32)
-    text_mask = jnp.ones((1, max_text_length), jnp.int32)
-    mlm_positions = jnp.zeros((1, max_mlm_predictions(max_text_length, 0.15)), jnp.int32)
 
     def init_fn(key):
-        params = model.init(key, images, text_ids, text_mask, full_patch_mask(1, num_patches), text_ids,
-                            mlm_positions)["params"]
+        params = init_params(model, key, image_size, max_text_length)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
     abstract_state = jax.eval_shape(init_fn, jax.random.key(seed))
@@ -120,12 +125,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 "tokenizer": tokenizer.source, "image_size": image_size}
 
     # ---------------------------------------------------------------- Evaluators.
-    evaluator_args = dict(tokenizer=tokenizer, model=model, mesh=mesh, batch_size=config.eval.batch_size,
-                          image_size=image_size, max_text_length=config.data.max_text_length,
-                          num_workers=config.data.num_workers)
-    val_evaluator = RetrievalEvaluator(splits.val, "val", **evaluator_args)
-    final_split, final_name = (splits.test, "test") if splits.test is not None else (splits.val, "val")
-    final_evaluator = RetrievalEvaluator(final_split, final_name, **evaluator_args)
+    val_evaluator = build_retrieval_evaluator(config, splits, "val", tokenizer, model, mesh)
+    final_evaluator = build_retrieval_evaluator(config, splits, "test" if splits.test is not None else "val",
+                                                tokenizer, model, mesh)
 
     # ---------------------------------------------------------------- Update step.
     token_ids = TokenIds(tuple(tokenizer.special_ids), tokenizer.mask_id, tokenizer.vocab_size)
@@ -148,7 +150,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     checkpointer.wait()
     final_step = int(jax.device_get(state.step))
     result = final_evaluator.evaluate(state.params, final_step, workdir)
-    metric_logger.write_eval(final_step, final_name, result)
+    metric_logger.write_eval(final_step, final_evaluator.split_name, result)
     checkpointer.close()
     logging.info("Finished at step %d in %s; results in %s", final_step, format_duration(time.time() - run_start),
                  workdir)

@@ -1,0 +1,102 @@
+"""Eval-only runs: retrieval metrics of a saved checkpoint, with the evaluator that training uses."""
+
+import logging
+import os
+import re
+from typing import Optional
+
+import jax
+import numpy as np
+
+from multimae_jax.data.splits import load_splits
+from multimae_jax.data.tokenizer import CACHED_TOKENIZER_FILE, load_tokenizer
+from multimae_jax.evaluation.retrieval_evaluator import build_retrieval_evaluator
+from multimae_jax.models.fusion_mae import build_fusion_mae
+from multimae_jax.training import sharding
+from multimae_jax.training.checkpointing import Checkpointer
+from multimae_jax.training.config_checks import validate_config
+from multimae_jax.training.trainer import init_params
+
+
+def locate_checkpoint(workdir: str, checkpoint: Optional[str]) -> tuple[str, Optional[int]]:
+    """Return (checkpoints folder, step or None for the newest) for `--checkpoint` and `--workdir`.
+
+    `checkpoint` may be empty (the newest in <workdir>/checkpoints), a step number, or the path of one
+    checkpoint folder such as <workdir>/checkpoints/30.
+    """
+    if not checkpoint:
+        return os.path.join(workdir, "checkpoints"), None
+    if re.fullmatch(r"\d+", checkpoint):
+        return os.path.join(workdir, "checkpoints"), int(checkpoint)
+    path = os.path.abspath(os.path.expanduser(checkpoint.rstrip("/")))
+    name = os.path.basename(path)
+    if not re.fullmatch(r"\d+", name):
+        raise ValueError(f"--checkpoint {checkpoint!r} is not a step number nor a checkpoint folder named by its "
+                         f"step (such as <workdir>/checkpoints/30)")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint folder {path} does not exist")
+    return os.path.dirname(path), int(name)
+
+
+def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) -> dict:
+    """Evaluate retrieval on `config.eval.split` with a checkpoint's parameters and write eval_<split>.json.
+
+    Only the parameters are restored, onto the current devices, whatever the device count of the run that
+    saved them. With config.eval.export_embeddings, the embeddings are also saved to
+    `<workdir>/embeddings_<split>_step<N>.npz`.
+    """
+    validate_config(config)
+    directory, step = locate_checkpoint(workdir, checkpoint)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoints folder at {directory}; train first with the same --workdir, or "
+                                f"pass --checkpoint <folder of one checkpoint>")
+    checkpointer = Checkpointer(workdir, every_steps=0, max_to_keep=1, directory=directory)
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    metadata = checkpointer.restore_metadata(step)
+
+    splits = load_splits(config.data, config.seed)
+    tokenizer = _load_checkpoint_tokenizer(config, workdir, metadata)
+    mesh = sharding.make_mesh()
+    model = build_fusion_mae(config.model, tokenizer.vocab_size, config.data.max_text_length,
+                             use_mlm=config.loss.mlm_weight > 0)
+    abstract = jax.eval_shape(lambda key: init_params(model, key, splits.image_size, config.data.max_text_length),
+                              jax.random.key(0))
+    shardings = sharding.parameter_shardings(abstract, mesh)
+    abstract = jax.tree_util.tree_map(
+        lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
+        abstract, shardings)
+    params = checkpointer.restore_params(abstract, step)
+    checkpointer.close()
+
+    evaluator = build_retrieval_evaluator(config, splits, config.eval.split, tokenizer, model, mesh)
+    if not config.eval.export_embeddings:
+        return evaluator.evaluate(params, step, workdir)
+
+    result, image_embeddings, text_embeddings = evaluator.evaluate(params, step, workdir, return_embeddings=True)
+    if jax.process_index() == 0:
+        path = os.path.join(workdir, f"embeddings_{config.eval.split}_step{step}.npz")
+        split = evaluator.split
+        np.savez(path, image_embeddings=image_embeddings, text_embeddings=text_embeddings,
+                 image_ids=np.asarray(split.image_ids), captions=np.asarray(split.captions),
+                 caption_to_image=np.asarray(split.caption_to_image))
+        logging.info("Saved %d image and %d caption embeddings to %s", len(image_embeddings), len(text_embeddings),
+                     path)
+    return result
+
+
+def _load_checkpoint_tokenizer(config, workdir: str, metadata: dict):
+    """Load the tokenizer the checkpoint was trained with and check its vocabulary size."""
+    if not config.data.tokenizer and not os.path.isfile(os.path.join(workdir, CACHED_TOKENIZER_FILE)):
+        raise FileNotFoundError(f"no {CACHED_TOKENIZER_FILE} in {workdir}: the checkpoint was trained with a "
+                                f"vocabulary cached there. Evaluate with the training --workdir, or set "
+                                f"--config.data.tokenizer to the tokenizer it used")
+    tokenizer = load_tokenizer(config.data.tokenizer, training_texts=None, cache_dir=workdir,
+                               vocab_size=config.data.vocab_size)
+    saved_vocab_size = metadata.get("vocab_size")
+    if saved_vocab_size is not None and saved_vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"the tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens but the checkpoint "
+                         f"was trained with {saved_vocab_size}; use the tokenizer of the training run "
+                         f"({metadata.get('tokenizer')})")
+    return tokenizer
