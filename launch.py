@@ -56,8 +56,10 @@ def main(argv):
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     os.makedirs(workdir, exist_ok=True)
     _log_to_file(workdir)
-    # Orbax and Grain log every checkpoint and worker step at INFO through absl; keep their warnings only.
+    # Orbax and Grain log every checkpoint and worker step at INFO through absl, and JAX logs its backend
+    # search. Keep their warnings only.
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)
 
     from multimae_jax.data.splits import describe_data_source
 

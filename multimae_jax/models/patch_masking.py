@@ -7,10 +7,10 @@ import jax.numpy as jnp
 
 
 class PatchMask(NamedTuple):
-    """Which patches each example keeps.
+    """The visible and hidden patches of each example.
 
     Attributes:
-      ids_keep: int32 [batch, num_visible], indices of the visible patches in grid order of their noise rank.
+      ids_keep: int32 [batch, num_visible], grid indices of the visible patches, in the order of their noise rank.
       ids_restore: int32 [batch, num_patches], the inverse permutation: gathering the shuffled sequence
         (visible patches followed by masked ones) with it restores grid order.
       mask: float32 [batch, num_patches], 1 for masked (hidden) patches and 0 for visible ones, in grid order.

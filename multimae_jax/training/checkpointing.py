@@ -78,8 +78,8 @@ class Checkpointer:
         """
         step = self._existing_step(step)
         logging.info("Restoring the parameters of step %d from %s", step, self.directory)
-        # The state was written by the standard handler, whose format the PyTree handler reads; only the latter
-        # restores a subtree (partial_restore) and leaves the optimizer state on disk.
+        # The standard handler that wrote the state cannot restore a subtree. The PyTree handler reads the same
+        # format and can, so it restores the parameters and leaves the optimizer state on disk.
         reader = ocp.CheckpointManager(self.directory,
                                        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
                                        item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler()})

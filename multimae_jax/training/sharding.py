@@ -12,8 +12,8 @@ DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
-# (regex over "/"-joined parameter paths, PartitionSpec) pairs, first match wins; unmatched parameters are
-# replicated. The training step is data parallel, so no rule shards anything yet; a rule such as
+# Pairs of (regex over "/"-joined parameter paths, PartitionSpec). The first match wins, and unmatched
+# parameters are replicated. Training is data parallel for now, so the list is empty. A rule such as
 # (r"mlp/fc1/kernel$", PartitionSpec(None, "fsdp")) would shard that kernel's output dimension over `fsdp`.
 DEFAULT_PARAMETER_RULES: tuple[tuple[str, PartitionSpec], ...] = ()
 

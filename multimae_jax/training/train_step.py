@@ -70,7 +70,7 @@ def make_train_step(model, optimizer: optax.GradientTransformation, schedule: op
     """Build the jitted step (state, batch) -> (new state, metrics).
 
     The state is donated, so its buffers are reused for the new state. The batch is global and sharded over the
-    mesh; the compiler inserts the cross-device reductions, so the contrastive loss sees the whole global batch.
+    mesh. The compiler inserts the cross-device reductions, so the contrastive loss uses the whole global batch.
     """
 
     def train_step(state: TrainState, batch: dict):
