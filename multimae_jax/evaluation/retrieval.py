@@ -9,10 +9,12 @@ each block against the relevant scores, so no sort over candidates is needed.
 from collections.abc import Sequence
 import dataclasses
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DEFAULT_TILE_SIZE = 512
 
@@ -29,6 +31,7 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10),
     *,
     tile_size: int = DEFAULT_TILE_SIZE,
+    mesh: Optional[Mesh] = None,
 ) -> dict[str, float]:
     """Compute image-to-text and text-to-image retrieval metrics.
 
@@ -44,6 +47,9 @@ def retrieval_metrics(
         tile_size: side of the square blocks of the similarity matrix that are
             scored at once. Peak memory grows with tile_size**2 * max captions per
             image, not with num_images * num_captions.
+        mesh: optional device mesh. With more than one device, the blocks are spread
+            over all of its devices and their counts are summed; the metrics are the
+            same as on one device. Every process must pass the same embeddings.
 
     Returns:
         Python floats under ``i2t/R@{k}`` for each k, ``i2t/mean_rank``,
@@ -87,22 +93,17 @@ def retrieval_metrics(
     tile_size = min(int(tile_size), max(images.shape[0], texts.shape[0]))
 
     plan = _plan_blocks(caption_images, images.shape[0], tile_size)
-    bound = np.linalg.norm(images.astype(np.float64), axis=1).max() * np.linalg.norm(
-        texts.astype(np.float64), axis=1
-    ).max()
+    bound = _max_row_norm(images) * _max_row_norm(texts)
     check_overflow = bool(bound * _OVERFLOW_MARGIN >= np.finfo(np.float32).max)
 
-    i2t_ranks, t2i_sorted_ranks, finite_rows = _count_ranks(
-        jnp.asarray(images),
-        jnp.asarray(texts[plan.order]),
-        jnp.asarray(plan.sorted_caption_images),
-        jnp.asarray(plan.caption_starts),
-        jnp.asarray(plan.caption_counts),
-        jnp.asarray(plan.steps),
-        tile_size=tile_size,
-        max_captions=plan.max_captions,
-        check_overflow=check_overflow,
-    )
+    inputs = (images, texts[plan.order], plan.sorted_caption_images, plan.caption_starts, plan.caption_counts)
+    options = dict(tile_size=tile_size, max_captions=plan.max_captions, check_overflow=check_overflow)
+    if mesh is None or mesh.devices.size == 1:
+        i2t_ranks, t2i_sorted_ranks, finite_rows = _count_ranks(
+            *(jnp.asarray(array) for array in inputs), jnp.asarray(plan.steps), **options
+        )
+    else:
+        i2t_ranks, t2i_sorted_ranks, finite_rows = _count_ranks_on_mesh(inputs, plan.steps, mesh, options)
     overflowed = np.flatnonzero(~np.asarray(finite_rows))
     if overflowed.size:
         raise ValueError(
@@ -260,7 +261,7 @@ def _pad_rows(array: jax.Array, num_rows: int, value=0) -> jax.Array:
     return jnp.pad(array, padding, constant_values=value)
 
 
-@functools.partial(jax.jit, static_argnames=("tile_size", "max_captions", "check_overflow"))
+@functools.partial(jax.jit, static_argnames=("tile_size", "max_captions", "check_overflow", "axis_names"))
 def _count_ranks(
     images,
     sorted_texts,
@@ -272,6 +273,7 @@ def _count_ranks(
     tile_size: int,
     max_captions: int,
     check_overflow: bool,
+    axis_names: Optional[tuple[str, ...]] = None,
 ):
     """Count the ranks of all relevant (image, caption) pairs in one scan over blocks.
 
@@ -279,6 +281,8 @@ def _count_ranks(
         images: float32 [num_images, dim].
         sorted_texts: float32 [num_captions, dim], captions sorted by image.
         sorted_caption_images, caption_starts, caption_counts, steps: as in _BlockPlan.
+        axis_names: inside shard_map, the mesh axes over which each device scanned a
+            share of the counting steps; the counts are summed over them.
 
     Returns:
         A tuple of three arrays:
@@ -360,9 +364,63 @@ def _count_ranks(
         jnp.ones(num_tiles * tile_size, jnp.bool_),
     )
     (_, i2t_counts, t2i_counts, finite_rows), _ = jax.lax.scan(score_block, init, steps)
+    if axis_names:
+        i2t_counts = jax.lax.psum(i2t_counts, axis_names)
+        t2i_counts = jax.lax.psum(t2i_counts, axis_names)
+        finite_rows = jax.lax.psum((~finite_rows).astype(jnp.int32), axis_names) == 0
 
     i2t_ranks = jnp.sort(jnp.where(slot_is_caption, i2t_counts, num_captions + 1), axis=1)
     return i2t_ranks[:num_images], t2i_counts[:num_captions], finite_rows[:num_images]
+
+
+def _count_ranks_on_mesh(inputs: tuple, steps: np.ndarray, mesh: Mesh, options: dict):
+    """Run _count_ranks with the counting steps spread over every device of `mesh`.
+
+    Every device first runs all reading steps (about a tenth of the work), so each one
+    holds the same relevant scores, then its share of the counting steps. Counts are
+    additive over blocks, so summing them over devices gives the single-device result.
+
+    Returns:
+        The three arrays of _count_ranks as NumPy arrays.
+    """
+    num_devices = mesh.devices.size
+    read_steps = steps[steps[:, 2] == 0]
+    count_steps = steps[steps[:, 2] == 1]
+    per_device = -(-len(count_steps) // num_devices)
+    # Extra reading steps pad the last device's share: they rewrite the same scores and count nothing.
+    padding = np.repeat(read_steps[:1], per_device * num_devices - len(count_steps), axis=0)
+    shares = np.concatenate([count_steps, padding]).reshape(num_devices, per_device, 3)
+    device_steps = np.concatenate([np.broadcast_to(read_steps, (num_devices, *read_steps.shape)), shares], axis=1)
+
+    axis_names = tuple(mesh.axis_names)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    placed_inputs = [jax.device_put(np.asarray(array), replicated) for array in inputs]
+    placed_steps = jax.device_put(device_steps, NamedSharding(mesh, PartitionSpec(axis_names)))
+
+    def count_share(*arrays):
+        *local_inputs, local_steps = arrays
+        return _count_ranks(*local_inputs, local_steps[0], **options, axis_names=axis_names)
+
+    counted = jax.jit(
+        jax.shard_map(
+            count_share,
+            mesh=mesh,
+            in_specs=(PartitionSpec(),) * len(inputs) + (PartitionSpec(axis_names),),
+            out_specs=PartitionSpec(),
+            # The scan carries mix per-device values (the step shares) with replicated ones,
+            # which the varying-type check cannot follow through lax.cond. The psum at the
+            # end makes every output replicated.
+            check_vma=False,
+        )
+    )(*placed_inputs, placed_steps)
+    # The outputs are replicated; every process reads its own copy.
+    return tuple(np.asarray(array.addressable_data(0)) for array in counted)
+
+
+def _max_row_norm(array: np.ndarray) -> float:
+    """Return the largest L2 norm of the rows, accumulated in float64 without a float64 copy of `array`."""
+    squared_norms = np.einsum("ij,ij->i", array, array, dtype=np.float64)
+    return float(np.sqrt(squared_norms.max()))
 
 
 def _add_to_rows(array: jax.Array, start, update: jax.Array, combine) -> jax.Array:

@@ -78,7 +78,8 @@ class RetrievalEvaluator:
         """
         start = time.time()
         image_embeddings, text_embeddings = self.compute_embeddings(params)
-        metrics = retrieval_metrics(image_embeddings, text_embeddings, self.split.caption_to_image, ks=self.ks)
+        metrics = retrieval_metrics(image_embeddings, text_embeddings, self.split.caption_to_image, ks=self.ks,
+                                    mesh=self.mesh)
         result = {"step": int(step), "split": self.split_name, "num_images": self.split.num_images,
                   "num_captions": self.split.num_captions, **metrics}
 
