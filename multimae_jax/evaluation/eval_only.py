@@ -15,7 +15,7 @@ from multimae_jax.models.fusion_mae import build_fusion_mae
 from multimae_jax.training import sharding
 from multimae_jax.training.checkpointing import Checkpointer
 from multimae_jax.training.config_checks import validate_config
-from multimae_jax.training.trainer import init_params
+from multimae_jax.training.trainer import abstract_with_shardings, init_params
 
 
 def locate_checkpoint(workdir: str, checkpoint: Optional[str]) -> tuple[str, Optional[int]]:
@@ -63,10 +63,7 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) 
                              use_mlm=config.loss.mlm_weight > 0)
     abstract = jax.eval_shape(lambda key: init_params(model, key, splits.image_size, config.data.max_text_length),
                               jax.random.key(0))
-    shardings = sharding.parameter_shardings(abstract, mesh)
-    abstract = jax.tree_util.tree_map(
-        lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
-        abstract, shardings)
+    abstract = abstract_with_shardings(sharding.parameter_shardings(abstract, mesh), abstract)
     params = checkpointer.restore_params(abstract, step)
     checkpointer.close()
 

@@ -65,11 +65,11 @@ def init_train_state(model, optimizer, mesh, image_size: int, max_text_length: i
     return state, state_shardings
 
 
-def abstract_with_shardings(state_shardings, state) -> TrainState:
-    """Return ShapeDtypeStructs of `state` carrying `state_shardings`, for restoring a checkpoint."""
+def abstract_with_shardings(shardings, tree):
+    """Return jax.ShapeDtypeStructs of `tree` (a state or parameter tree) carrying `shardings`, for restoring."""
     return jax.tree_util.tree_map(
         lambda leaf, leaf_sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf_sharding),
-        state, state_shardings)
+        tree, shardings)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
