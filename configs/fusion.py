@@ -1,6 +1,6 @@
 r"""Fusion MAE: image MAE and text MLM through a fusion transformer, plus image-text contrastive learning.
 
-Train on the built-in generated scenes (no download; about 8 minutes on a 2-core CPU):
+Train on the built-in generated scenes (no download; about 9 minutes on a 2-core CPU):
 
   python launch.py --config configs/fusion.py:vit_tiny --workdir /tmp/fusion_tiny
 
