@@ -94,7 +94,7 @@ def retrieval_metrics(
 
     plan = _plan_blocks(caption_images, images.shape[0], tile_size)
     bound = _max_row_norm(images) * _max_row_norm(texts)
-    check_overflow = bool(bound * _OVERFLOW_MARGIN >= np.finfo(np.float32).max)
+    check_overflow = bool(bound * _OVERFLOW_MARGIN >= float(np.finfo(np.float32).max))
 
     inputs = (images, texts[plan.order], plan.sorted_caption_images, plan.caption_starts, plan.caption_counts)
     options = dict(tile_size=tile_size, max_captions=plan.max_captions, check_overflow=check_overflow)
