@@ -9,6 +9,11 @@ checkpoint without training (the newest, or the one given by --checkpoint):
 
   python launch.py --config configs/fusion.py:vit_tiny --workdir /tmp/fusion_tiny --mode eval \
       --config.eval.split=val
+
+Write the MAE reconstructions of image files with the newest checkpoint to <workdir>/reconstructions/:
+
+  python launch.py --config configs/fusion.py:vit_tiny --workdir /tmp/fusion_tiny --mode reconstruct \
+      --image photo1.jpg --image photo2.jpg
 """
 
 import os
@@ -21,10 +26,16 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally followed by ':variant' (e.g. configs/fusion.py:vit_tiny). Override "
     "fields with --config.a.b=value.", lock_config=True)
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train: train (resuming from the newest checkpoint "
-                          "in --workdir) and evaluate. eval: evaluate a checkpoint on config.eval.split only.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "", "With --mode eval: a step number or the folder of one "
-                                  "checkpoint (<workdir>/checkpoints/<step>). Empty: the newest in --workdir.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "reconstruct"], "train: train (resuming from the "
+                          "newest checkpoint in --workdir) and evaluate. eval: evaluate a checkpoint on "
+                          "config.eval.split only. reconstruct: write a checkpoint's MAE reconstructions of the "
+                          "--image files to <workdir>/reconstructions/reconstruct_step_<N>.png.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "", "With --mode eval or reconstruct: a step number or the folder "
+                                  "of one checkpoint (<workdir>/checkpoints/<step>). Empty: the newest in --workdir.")
+_IMAGE = flags.DEFINE_multi_string("image", [], "With --mode reconstruct: an image file to reconstruct, one grid "
+                                   "row each")
+_CAPTION = flags.DEFINE_string("caption", "", "With --mode reconstruct: the caption given to every image. Empty: "
+                               "no caption words.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs, metrics.jsonl, eval_<split>.json "
                                "and the trained tokenizer. A rerun on the same folder resumes.")
 
@@ -44,6 +55,10 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config configs/fusion.py:vit_tiny")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required: the folder for checkpoints, logs and results")
+    if _MODE.value == "reconstruct" and not _IMAGE.value:
+        raise app.UsageError("--mode reconstruct needs at least one --image PATH (repeat the flag for more images)")
+    if _MODE.value != "reconstruct" and (_IMAGE.value or _CAPTION.value):
+        raise app.UsageError("--image and --caption are for --mode reconstruct")
     # Imported here so that `--help` and config errors are reported before JAX starts.
     from multimae_jax.training.config_checks import validate_config
 
@@ -71,8 +86,14 @@ def main(argv):
 
         evaluate_checkpoint(config, workdir, _CHECKPOINT.value)
         return
+    if _MODE.value == "reconstruct":
+        from multimae_jax.evaluation.reconstruct_only import reconstruct_image_files
+
+        reconstruct_image_files(config, workdir, _IMAGE.value, _CAPTION.value, _CHECKPOINT.value)
+        return
     if _CHECKPOINT.value:
-        raise app.UsageError("--checkpoint is for --mode eval; training resumes from the newest checkpoint")
+        raise app.UsageError("--checkpoint is for --mode eval or reconstruct; training resumes from the newest "
+                             "checkpoint")
     from multimae_jax.training.trainer import train_and_evaluate
 
     train_and_evaluate(config, workdir)

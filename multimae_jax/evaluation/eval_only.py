@@ -3,15 +3,16 @@
 import logging
 import os
 import re
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from multimae_jax.data.splits import load_splits
-from multimae_jax.data.tokenizer import CACHED_TOKENIZER_FILE, load_tokenizer
+from multimae_jax.data.splits import load_splits, resolve_image_size
+from multimae_jax.data.tokenizer import CACHED_TOKENIZER_FILE, TextTokenizer, load_tokenizer
 from multimae_jax.evaluation.retrieval_evaluator import build_retrieval_evaluator
-from multimae_jax.models.fusion_mae import build_fusion_mae
+from multimae_jax.models.fusion_mae import FusionMae, build_fusion_mae
 from multimae_jax.training import sharding
 from multimae_jax.training.checkpointing import Checkpointer
 from multimae_jax.training.config_checks import validate_config
@@ -38,14 +39,26 @@ def locate_checkpoint(workdir: str, checkpoint: Optional[str]) -> tuple[str, Opt
     return os.path.dirname(path), int(name)
 
 
-def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) -> dict:
-    """Evaluate retrieval on `config.eval.split` with a checkpoint's parameters and write eval_<split>.json.
+class RestoredModel(NamedTuple):
+    """A model with the parameters of one checkpoint, ready for inference on the current devices."""
 
-    Only the parameters are restored, onto the current devices, whatever the device count of the run that
-    saved them. With config.eval.export_embeddings, the embeddings are also saved to
-    `<workdir>/embeddings_<split>_step<N>.npz`.
+    model: FusionMae
+    params: Any
+    step: int
+    tokenizer: TextTokenizer
+    mesh: Mesh
+
+
+def restore_checkpoint_model(config, workdir: str, checkpoint: Optional[str] = None) -> RestoredModel:
+    """Build the model of `config` and restore the parameters of a checkpoint (the newest when `checkpoint` is empty).
+
+    Only the parameters are restored, onto a mesh of the current devices, whatever the device count of the run
+    that saved them. The tokenizer is the one the checkpoint was trained with.
+
+    Raises:
+      FileNotFoundError: no checkpoints folder, no complete checkpoint, or no trained tokenizer in `workdir`.
+      ValueError: `checkpoint` is invalid, or the tokenizer's vocabulary size differs from the checkpoint's.
     """
-    validate_config(config)
     directory, step = locate_checkpoint(workdir, checkpoint)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no checkpoints folder at {directory}; train first with the same --workdir, or "
@@ -56,18 +69,32 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) 
         raise FileNotFoundError(f"no complete checkpoint in {directory}")
     metadata = checkpointer.restore_metadata(step)
 
-    splits = load_splits(config.data, config.seed)
     tokenizer = _load_checkpoint_tokenizer(config, workdir, metadata)
     mesh = sharding.make_mesh()
     model = build_fusion_mae(config.model, tokenizer.vocab_size, config.data.max_text_length,
                              use_mlm=config.loss.mlm_weight > 0)
-    abstract = jax.eval_shape(lambda key: init_params(model, key, splits.image_size, config.data.max_text_length),
+    image_size = resolve_image_size(config.data)
+    abstract = jax.eval_shape(lambda key: init_params(model, key, image_size, config.data.max_text_length),
                               jax.random.key(0))
     abstract = abstract_with_shardings(sharding.parameter_shardings(abstract, mesh), abstract)
     params = checkpointer.restore_params(abstract, step)
     checkpointer.close()
+    return RestoredModel(model=model, params=params, step=step, tokenizer=tokenizer, mesh=mesh)
 
-    evaluator = build_retrieval_evaluator(config, splits, config.eval.split, tokenizer, model, mesh)
+
+def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) -> dict:
+    """Evaluate retrieval on `config.eval.split` with a checkpoint's parameters and write eval_<split>.json.
+
+    See `restore_checkpoint_model` for what is restored. With config.eval.export_embeddings, the embeddings are
+    also saved to `<workdir>/embeddings_<split>_step<N>.npz`.
+    """
+    validate_config(config)
+    restored = restore_checkpoint_model(config, workdir, checkpoint)
+    params, step = restored.params, restored.step
+    splits = load_splits(config.data, config.seed)
+
+    evaluator = build_retrieval_evaluator(config, splits, config.eval.split, restored.tokenizer, restored.model,
+                                          restored.mesh)
     if not config.eval.export_embeddings:
         return evaluator.evaluate(params, step, workdir)
 

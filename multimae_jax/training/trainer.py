@@ -14,6 +14,7 @@ import numpy as np
 from multimae_jax.data import pipeline
 from multimae_jax.data.splits import load_splits
 from multimae_jax.data.tokenizer import load_tokenizer
+from multimae_jax.evaluation.reconstructions import write_split_reconstructions
 from multimae_jax.evaluation.retrieval_evaluator import build_retrieval_evaluator
 from multimae_jax.models.fusion_mae import build_fusion_mae
 from multimae_jax.models.patch_masking import full_patch_mask
@@ -144,13 +145,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      total_steps / steps_per_epoch, splits.train.num_captions)
         state = _train_loop(config, workdir, state, train_step, splits, tokenizer, image_size, local_batch_size,
                             start_step, total_steps, eval_every, mesh, checkpointer, metadata, metric_logger,
-                            val_evaluator)
+                            val_evaluator, model)
 
     checkpointer.save(state, metadata)
     checkpointer.wait()
     final_step = int(jax.device_get(state.step))
     result = final_evaluator.evaluate(state.params, final_step, workdir)
     metric_logger.write_eval(final_step, final_evaluator.split_name, result)
+    write_split_reconstructions(config, model, state.params, final_evaluator.split, tokenizer, final_step, workdir)
     checkpointer.close()
     logging.info("Finished at step %d in %s; results in %s", final_step, format_duration(time.time() - run_start),
                  workdir)
@@ -158,7 +160,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def _train_loop(config, workdir, state, train_step, splits, tokenizer, image_size, local_batch_size, start_step,
-                total_steps, eval_every, mesh, checkpointer, metadata, metric_logger, val_evaluator) -> TrainState:
+                total_steps, eval_every, mesh, checkpointer, metadata, metric_logger, val_evaluator,
+                model) -> TrainState:
     """Run the steps [start_step, total_steps) with logging, evaluation and checkpointing."""
     dataset = pipeline.make_train_dataset(
         splits.train, tokenizer, local_batch_size=local_batch_size, image_size=image_size,
@@ -197,6 +200,7 @@ def _train_loop(config, workdir, state, train_step, splits, tokenizer, image_siz
             if eval_every and step % eval_every == 0 and step != total_steps:
                 result = val_evaluator.evaluate(state.params, step, workdir)
                 metric_logger.write_eval(step, "val", result)
+                write_split_reconstructions(config, model, state.params, val_evaluator.split, tokenizer, step, workdir)
                 metric_logger.start_interval(step)
             if checkpointer.should_save(step):
                 checkpointer.save(state, metadata)
