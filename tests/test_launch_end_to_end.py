@@ -157,6 +157,10 @@ def test_eval_only_reproduces_training_metrics_across_device_counts(tmp_path):
         assert len(exported["image_ids"]) == 7
         assert len(exported["captions"]) == 35
 
+    other_model = run_launch(workdir, *TINY_RUN_OVERRIDES, "--mode=eval", "--config.model.embed_dim=24")
+    assert other_model.returncode != 0
+    assert "config.model.embed_dim: checkpoint 16, config 24" in other_model.stderr
+
     by_path = run_launch(workdir, *TINY_RUN_OVERRIDES, "--mode=eval", "--config.eval.split=val",
                          f"--checkpoint={workdir / 'checkpoints' / '1'}", devices=8)
     assert_succeeded(by_path)

@@ -1,10 +1,12 @@
 """Eval-only runs: retrieval metrics of a saved checkpoint, with the evaluator that training uses."""
 
+import json
 import logging
 import os
 import re
 from typing import Any, NamedTuple, Optional
 
+import flax
 import jax
 import numpy as np
 from jax.sharding import Mesh
@@ -57,7 +59,8 @@ def restore_checkpoint_model(config, workdir: str, checkpoint: Optional[str] = N
 
     Raises:
       FileNotFoundError: no checkpoints folder, no complete checkpoint, or no trained tokenizer in `workdir`.
-      ValueError: `checkpoint` is invalid, or the tokenizer's vocabulary size differs from the checkpoint's.
+      ValueError: `checkpoint` is invalid, the model fields of `config` differ from the ones the checkpoint was
+        trained with, or the tokenizer's vocabulary size differs from the checkpoint's.
     """
     directory, step = locate_checkpoint(workdir, checkpoint)
     if not os.path.isdir(directory):
@@ -68,6 +71,7 @@ def restore_checkpoint_model(config, workdir: str, checkpoint: Optional[str] = N
     if step is None:
         raise FileNotFoundError(f"no complete checkpoint in {directory}")
     metadata = checkpointer.restore_metadata(step)
+    _check_model_config(config, metadata, os.path.join(directory, str(step)))
 
     tokenizer = _load_checkpoint_tokenizer(config, workdir, metadata)
     mesh = sharding.make_mesh()
@@ -108,6 +112,22 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) 
         logging.info("Saved %d image and %d caption embeddings to %s", len(image_embeddings), len(text_embeddings),
                      path)
     return result
+
+
+def _check_model_config(config, metadata: dict, checkpoint_path: str) -> None:
+    """Raise ValueError naming every config.model field that differs from the checkpoint's training config."""
+    saved_model = metadata.get("config", {}).get("model")
+    if saved_model is None:
+        return
+    current = flax.traverse_util.flatten_dict(json.loads(config.model.to_json_best_effort()), sep=".")
+    saved = flax.traverse_util.flatten_dict(saved_model, sep=".")
+    # The compute dtype does not change the parameters, so evaluating in another dtype is allowed.
+    differences = [f"config.model.{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
+                   for key in sorted(set(current) | set(saved)) if key != "dtype" and current.get(key) != saved.get(key)]
+    if differences:
+        raise ValueError(f"the checkpoint {checkpoint_path} was trained with other model settings than this config. "
+                         f"Use the config variant and --config.model overrides of the training run:\n  "
+                         + "\n  ".join(differences))
 
 
 def _load_checkpoint_tokenizer(config, workdir: str, metadata: dict):

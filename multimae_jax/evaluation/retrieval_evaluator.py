@@ -84,7 +84,8 @@ class RetrievalEvaluator:
                   "num_captions": self.split.num_captions, **metrics}
 
         captions_per_image = self.split.num_captions / self.split.num_images
-        recalls = " ".join(f"{key}={metrics[key]:.2f}" for key in sorted(metrics) if "R@" in key)
+        recalls = " ".join(f"{direction}/R@{k}={metrics[f'{direction}/R@{k}']:.2f}"
+                           for direction in ("t2i", "i2t") for k in self.ks)
         chance = " ".join(
             [f"t2i/R@{k}={chance_recall(self.split.num_images, 1, k):.2f}" for k in self.ks]
             + [f"i2t/R@{k}={chance_recall(self.split.num_captions, captions_per_image, k):.2f}" for k in self.ks])

@@ -81,7 +81,7 @@ class Checkpointer:
         # The standard handler that wrote the state cannot restore a subtree. The PyTree handler reads the same
         # format and can, so it restores the parameters and leaves the optimizer state on disk.
         reader = ocp.CheckpointManager(self.directory,
-                                       options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+                                       options=ocp.CheckpointManagerOptions(create=False),
                                        item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler()})
         restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_params)
         try:
