@@ -80,7 +80,16 @@ def main(argv):
 
     logging.info("%s", describe_data_source(config.data))
     logging.info("Config %s:%s, workdir %s", config.task, config.get("variant", ""), workdir)
+    try:
+        _run_mode(config, workdir)
+    except Exception as error:
+        # The traceback goes to stderr; train.log gets the cause too, so a failed run is visible in its log.
+        logging.error("The run failed: %s: %s", type(error).__name__, error)
+        raise
 
+
+def _run_mode(config, workdir: str) -> None:
+    """Run the mode given by --mode on a validated config."""
     if _MODE.value == "eval":
         from multimae_jax.evaluation.eval_only import evaluate_checkpoint
 

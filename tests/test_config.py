@@ -87,3 +87,19 @@ def test_non_finite_loss_names_step():
     assert _check_finite(7, {"loss": 1.5})["loss"] == 1.5
     with pytest.raises(NonFiniteLossError, match="at step 12"):
         _check_finite(12, {"loss": float("nan"), "mae_loss": 1.0})
+
+
+def test_missing_val_annotations_names_config_field(tmp_path):
+    from multimae_jax.data.splits import load_splits
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "coco_karpathy_train.json").write_text("[]")
+    data = load_fusion_config_module().get_config("vit_tiny").data
+    data.root = str(tmp_path)
+    with pytest.raises(FileNotFoundError) as raised:
+        load_splits(data, seed=0)
+    message = str(raised.value)
+    assert "coco_karpathy_val.json not found" in message
+    assert "coco_karpathy_train.json" in message
+    assert "--config.data.val_annotations=" in message

@@ -57,6 +57,14 @@ def load_splits(data_config, seed: int) -> Splits:
         )
 
     root = os.path.abspath(os.path.expanduser(data_config.root))
+    annotations = os.path.join(root, "annotations")
+    for field in ("train_annotations", "val_annotations"):
+        # The reader lists the files that exist; this names the config field to set.
+        if os.path.isdir(annotations) and not os.path.isfile(os.path.join(annotations, data_config[field])):
+            available = sorted(name for name in os.listdir(annotations) if name.endswith(".json"))
+            raise FileNotFoundError(f"annotation file {data_config[field]} not found in {annotations} (JSON files "
+                                    f"there: {', '.join(available) or 'none'}); set --config.data.{field}=<file "
+                                    f"name> to one of them")
     train = load_coco_karpathy(root, data_config.train_annotations)
     val = load_coco_karpathy(root, data_config.val_annotations)
     test = None

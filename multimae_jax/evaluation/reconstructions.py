@@ -201,5 +201,5 @@ def write_split_reconstructions(config, model, params, split, tokenizer, step: i
     write_reconstruction_grid(model, params, images, path, key=jax.random.key(config.seed),
                               mask_ratio=config.loss.mask_ratio, text_ids=text_ids, text_mask=text_mask,
                               norm_pix_loss=config.loss.norm_pix_loss)
-    logging.info("Wrote the reconstructions of %d %s images at step %d to %s", count, split.name, step, path)
+    logging.info("Wrote reconstructions of %s at step %d to %s (%d images)", split.name, step, path, count)
     return path

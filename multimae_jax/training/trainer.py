@@ -95,6 +95,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Durations.
     steps_per_epoch = splits.train.num_captions / config.train.batch_size
+    if config.train.batch_size > splits.train.num_captions:
+        logging.warning("train.batch_size %d exceeds the %d training captions, so each batch repeats captions and "
+                        "the contrastive loss compares copies of the same pairs", config.train.batch_size,
+                        splits.train.num_captions)
     total_steps = resolve_steps(config.train, "num", steps_per_epoch)
     warmup_steps = resolve_steps(config.train, "warmup", steps_per_epoch)
     eval_every = resolve_steps(config.eval, "every", steps_per_epoch)
