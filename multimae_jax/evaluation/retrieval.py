@@ -48,7 +48,7 @@ def retrieval_metrics(
             scored at once. Peak memory grows with tile_size**2 * max captions per
             image, not with num_images * num_captions.
         mesh: optional device mesh. With more than one device, the blocks are spread
-            over all of its devices and their counts are summed; the metrics are the
+            over all of its devices and their counts are summed, so the metrics are the
             same as on one device. Every process must pass the same embeddings.
 
     Returns:
@@ -377,7 +377,7 @@ def _count_ranks_on_mesh(inputs: tuple, steps: np.ndarray, mesh: Mesh, options: 
     """Run _count_ranks with the counting steps spread over every device of `mesh`.
 
     Every device first runs all reading steps (about a tenth of the work), so each one
-    holds the same relevant scores, then its share of the counting steps. Counts are
+    has the same relevant scores, then its share of the counting steps. Counts are
     additive over blocks, so summing them over devices gives the single-device result.
 
     Returns:

@@ -183,8 +183,8 @@ def _train_loop(config, workdir, state, train_step, splits, tokenizer, image_siz
             local_batch.pop("caption_index", None)
             state, metrics = train_step(state, sharding.global_batch_from_local(local_batch, mesh))
 
-            # Read the previous step's metrics after dispatching this one, so the host never waits for the device
-            # between steps. A non-finite loss is still reported with its own step.
+            # Read the previous step's metrics after dispatching this one, so the device already has the next step
+            # queued while the host waits. A non-finite loss is still reported with its own step.
             if pending is not None:
                 interval_metrics.append(_check_finite(*pending))
             pending = (step, metrics)
