@@ -50,7 +50,7 @@ def get_config(arg: str = "vit_tiny") -> ml_collections.ConfigDict:
     config.data.image_size = ml_collections.FieldReference(None, field_type=int)
     config.data.max_text_length = 32
     config.data.min_crop_scale = 0.5  # Random resized crop keeps between this fraction and all of the image area.
-    config.data.random_flip = False  # Off by default: flipping contradicts captions that say "left" or "right".
+    config.data.random_flip = False  # Off by default: flipping contradicts captions that mention "left" or "right".
     config.data.num_workers = 2  # Grain worker processes that decode and augment; 0 reads in the main process.
     config.data.tokenizer = ""  # Hugging Face tokenizer name or local path; empty trains WordPiece on the captions.
     config.data.vocab_size = 8192  # Size of the trained WordPiece vocabulary (ignored with a given tokenizer).

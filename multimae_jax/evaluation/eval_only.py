@@ -122,8 +122,10 @@ def _check_model_config(config, metadata: dict, checkpoint_path: str) -> None:
     current = flax.traverse_util.flatten_dict(json.loads(config.model.to_json_best_effort()), sep=".")
     saved = flax.traverse_util.flatten_dict(saved_model, sep=".")
     # The compute dtype does not change the parameters, so evaluating in another dtype is allowed.
-    differences = [f"config.model.{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
-                   for key in sorted(set(current) | set(saved)) if key != "dtype" and current.get(key) != saved.get(key)]
+    differences = []
+    for key in sorted(set(current) | set(saved)):
+        if key != "dtype" and current.get(key) != saved.get(key):
+            differences.append(f"config.model.{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}")
     if differences:
         raise ValueError(f"the checkpoint {checkpoint_path} was trained with other model settings than this config. "
                          f"Use the config variant and --config.model overrides of the training run:\n  "
