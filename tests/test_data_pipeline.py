@@ -1,9 +1,12 @@
 """Tests for the Grain training and evaluation pipelines, on generated scenes and a trained tokenizer."""
 
 import numpy as np
+import PIL.Image
 import pytest
 
 from multimae_jax.data.builtin_scenes import make_builtin_split
+from multimae_jax.data.captioned_images import CaptionedImages
+from multimae_jax.data.image_folder import load_image_folder
 from multimae_jax.data.image_transforms import eval_image_transform
 from multimae_jax.data.pipeline import (
     compute_local_batch_size,
@@ -12,6 +15,7 @@ from multimae_jax.data.pipeline import (
     make_train_dataset,
     make_train_iterator,
 )
+from multimae_jax.data.text_file import TextLines
 from multimae_jax.data.tokenizer import load_tokenizer
 
 IMAGE_SIZE = 16
@@ -284,3 +288,244 @@ def test_eval_invalid_arguments(split, tokenizer):
         iterate_eval_captions(
             split, tokenizer, batch_size=2, max_text_length=TEXT_LENGTH, shard_index=-1, shard_count=2
         )
+
+
+# Single-modality training batches and evaluation on image-only and text-only splits.
+
+FOLDER_IMAGES = 12
+
+
+def _reject_decoding(index):
+    raise RuntimeError(f"image {index} was decoded")
+
+
+@pytest.fixture(scope="module")
+def folder_split(tmp_path_factory):
+    """Training split of an image folder: real PNG files of random noise, without captions."""
+    root = tmp_path_factory.mktemp("image_folder")
+    rng = np.random.default_rng(0)
+    for i in range(FOLDER_IMAGES):
+        folder = root / f"group_{i % 3}"
+        folder.mkdir(exist_ok=True)
+        pixels = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
+        PIL.Image.fromarray(pixels).save(folder / f"image_{i:02d}.png")
+    train, _ = load_image_folder(str(root), 0.3)
+    return train
+
+
+@pytest.fixture(scope="module")
+def undecodable_split(split):
+    """The builtin split with a load_image that raises, to prove that text mode decodes no image."""
+    return CaptionedImages(
+        name="undecodable",
+        image_ids=split.image_ids,
+        captions=split.captions,
+        caption_to_image=split.caption_to_image,
+        load_image=_reject_decoding,
+    )
+
+
+@pytest.fixture(scope="module")
+def text_lines(split):
+    return TextLines("lines", split.captions)
+
+
+def _mode_dataset(split, tokenizer, modalities, batch_size=4, seed=0, shard_index=0, shard_count=1):
+    return make_train_dataset(
+        split,
+        tokenizer,
+        local_batch_size=batch_size,
+        image_size=IMAGE_SIZE,
+        max_text_length=TEXT_LENGTH,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        min_crop_scale=0.3,
+        random_flip=True,
+        modalities=modalities,
+    )
+
+
+def test_image_mode_layout(split):
+    batch = _mode_dataset(split, None, ("image",))[0]
+
+    assert batch.keys() == {"image", "image_index"}
+    assert batch["image"].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert batch["image"].dtype == np.float32
+    assert batch["image_index"].shape == (4,)
+    assert batch["image_index"].dtype == np.int32
+
+
+def test_image_mode_epochs(split):
+    # Batch size 7 equals the image count, so each batch is one epoch over the images.
+    dataset = _mode_dataset(split, None, ("image",), batch_size=NUM_IMAGES)
+    epoch_0, epoch_1 = dataset[0], dataset[1]
+
+    assert sorted(epoch_0["image_index"].tolist()) == list(range(NUM_IMAGES))
+    assert sorted(epoch_1["image_index"].tolist()) == list(range(NUM_IMAGES))
+    assert not np.array_equal(epoch_0["image_index"], epoch_1["image_index"])
+    assert not np.allclose(
+        epoch_0["image"][np.argsort(epoch_0["image_index"])], epoch_1["image"][np.argsort(epoch_1["image_index"])]
+    )
+
+
+def test_image_mode_deterministic(split):
+    first = _mode_dataset(split, None, ("image",), seed=5)
+    second = _mode_dataset(split, None, ("image",), seed=5)
+    other = _mode_dataset(split, None, ("image",), seed=6)
+
+    for step in (0, 3, 500):
+        _assert_batches_equal(second[step], first[step])
+    assert not np.allclose(other[0]["image"], first[0]["image"])
+
+
+def test_image_mode_shards(split):
+    single = _mode_dataset(split, None, ("image",), batch_size=4)
+    shards = [_mode_dataset(split, None, ("image",), batch_size=2, shard_index=s, shard_count=2) for s in range(2)]
+
+    for step in (0, 4):
+        for shard_index, shard in enumerate(shards):
+            local = shard[step]
+            assert np.array_equal(local["image_index"], single[step]["image_index"][shard_index::2])
+            assert np.array_equal(local["image"], single[step]["image"][shard_index::2])
+
+
+def test_image_mode_folder(folder_split):
+    dataset = _mode_dataset(folder_split, None, ("image",), batch_size=folder_split.num_images)
+    batch = dataset[0]
+
+    assert folder_split.num_captions == 0
+    assert batch["image"].shape == (folder_split.num_images, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert sorted(batch["image_index"].tolist()) == list(range(folder_split.num_images))
+
+
+def test_text_mode_skips_images(undecodable_split, tokenizer):
+    dataset = _mode_dataset(undecodable_split, tokenizer, ("text",))
+    batch = dataset[1]
+    expected_ids, expected_mask = tokenizer.encode(
+        [undecodable_split.captions[i] for i in batch["caption_index"]], TEXT_LENGTH
+    )
+
+    assert batch.keys() == {"text_ids", "text_mask", "caption_index", "image_index"}
+    assert np.array_equal(batch["text_ids"], expected_ids)
+    assert np.array_equal(batch["text_mask"], expected_mask)
+    assert batch["caption_index"].dtype == np.int32
+    assert batch["image_index"].dtype == np.int32
+    assert np.array_equal(batch["image_index"], undecodable_split.caption_to_image[batch["caption_index"]])
+
+
+def test_image_mode_decodes(undecodable_split):
+    # The counterpart of test_text_mode_skips_images: this split does fail when an image is read.
+    with pytest.raises(RuntimeError, match="was decoded"):
+        _mode_dataset(undecodable_split, None, ("image",))[0]
+
+
+def test_text_mode_text_lines(text_lines, tokenizer):
+    # Batch size 7 divides the 14 lines, so batches 0-1 are epoch 0 and 2-3 epoch 1.
+    dataset = _mode_dataset(text_lines, tokenizer, ("text",), batch_size=7)
+    batches = [dataset[step] for step in range(4)]
+    epoch_0 = np.concatenate([batches[0]["caption_index"], batches[1]["caption_index"]])
+    epoch_1 = np.concatenate([batches[2]["caption_index"], batches[3]["caption_index"]])
+
+    assert batches[0].keys() == {"text_ids", "text_mask", "caption_index"}
+    assert batches[0]["text_ids"].shape == (7, TEXT_LENGTH)
+    assert batches[0]["text_ids"].dtype == np.int32
+    assert batches[0]["text_mask"].dtype == np.int32
+    assert sorted(epoch_0.tolist()) == list(range(NUM_CAPTIONS))
+    assert sorted(epoch_1.tolist()) == list(range(NUM_CAPTIONS))
+    assert not np.array_equal(epoch_0, epoch_1)
+
+
+def test_text_mode_deterministic(text_lines, tokenizer):
+    first = _mode_dataset(text_lines, tokenizer, ("text",), seed=9)
+    second = _mode_dataset(text_lines, tokenizer, ("text",), seed=9)
+
+    for step in (0, 7, 300):
+        _assert_batches_equal(second[step], first[step])
+
+
+def test_text_mode_shards(text_lines, tokenizer):
+    single = _mode_dataset(text_lines, tokenizer, ("text",), batch_size=6)
+    shards = [
+        _mode_dataset(text_lines, tokenizer, ("text",), batch_size=2, shard_index=s, shard_count=3) for s in range(3)
+    ]
+
+    for step in (0, 5):
+        union = []
+        for shard_index, shard in enumerate(shards):
+            local = shard[step]
+            assert np.array_equal(local["caption_index"], single[step]["caption_index"][shard_index::3])
+            union.extend(local["caption_index"].tolist())
+        assert sorted(union) == sorted(single[step]["caption_index"].tolist())
+
+
+@pytest.mark.parametrize("mode", ["image", "text"])
+def test_worker_processes_new_modes(mode, folder_split, text_lines, tokenizer):
+    if mode == "image":
+        dataset = _mode_dataset(folder_split, None, ("image",))
+    else:
+        dataset = _mode_dataset(text_lines, tokenizer, ("text",))
+    iterator = make_train_iterator(dataset, start_step=2, num_workers=1, prefetch_buffer=1)
+    try:
+        for step in range(2, 5):
+            _assert_batches_equal(next(iterator), dataset[step])
+    finally:
+        iterator.close()
+
+
+@pytest.mark.parametrize(
+    "modalities", [("audio",), ("text", "image"), (), "image", ("image", "image")], ids=str
+)
+def test_invalid_modalities(split, tokenizer, modalities):
+    with pytest.raises(ValueError, match="modalities must be one of") as raised:
+        _mode_dataset(split, tokenizer, modalities)
+
+    assert "('image', 'text'), ('image',), ('text',)" in str(raised.value)
+
+
+def test_text_mode_needs_tokenizer(text_lines):
+    with pytest.raises(ValueError, match="a tokenizer is required"):
+        _mode_dataset(text_lines, None, ("text",))
+    with pytest.raises(ValueError, match="a tokenizer is required"):
+        _mode_dataset(text_lines, None, ("image", "text"))
+
+
+def test_text_mode_needs_captions(folder_split, tokenizer):
+    for modalities in (("text",), ("image", "text")):
+        with pytest.raises(ValueError, match="has no captions") as raised:
+            _mode_dataset(folder_split, tokenizer, modalities)
+        assert "modalities=('image',)" in str(raised.value)
+
+
+def test_image_mode_needs_images(text_lines, tokenizer):
+    with pytest.raises(ValueError, match="'lines' has no images") as raised:
+        _mode_dataset(text_lines, tokenizer, ("image",))
+
+    assert "modalities=('text',)" in str(raised.value)
+
+
+def test_eval_captions_text_lines(text_lines, tokenizer):
+    batches = list(iterate_eval_captions(text_lines, tokenizer, batch_size=4, max_text_length=TEXT_LENGTH))
+    seen = np.concatenate([batch["caption_index"][batch["valid"]] for batch in batches])
+    expected_ids, _ = tokenizer.encode(list(text_lines.captions[:4]), TEXT_LENGTH)
+
+    assert all(batch.keys() == {"text_ids", "text_mask", "caption_index", "valid"} for batch in batches)
+    assert seen.tolist() == list(range(NUM_CAPTIONS))
+    assert np.array_equal(batches[0]["text_ids"], expected_ids)
+
+
+def test_eval_images_image_only(folder_split):
+    batches = list(iterate_eval_images(folder_split, batch_size=3, image_size=IMAGE_SIZE, shard_index=1, shard_count=2))
+    seen = np.concatenate([batch["image_index"][batch["valid"]] for batch in batches])
+    first_index = int(batches[0]["image_index"][0])
+
+    assert seen.tolist() == list(range(first_index, folder_split.num_images))
+    assert first_index == -(-folder_split.num_images // 2)
+    np.testing.assert_array_equal(
+        batches[0]["image"][0], eval_image_transform(folder_split.load_image(first_index), IMAGE_SIZE)
+    )
+
+
+def test_eval_captions_image_only(folder_split, tokenizer):
+    with pytest.raises(ValueError, match="has no captions to evaluate"):
+        iterate_eval_captions(folder_split, tokenizer, batch_size=2, max_text_length=TEXT_LENGTH)

@@ -13,6 +13,9 @@ import numpy as np
 class CaptionedImages:
     """One split of an image-caption dataset: images, their captions and the caption-to-image map.
 
+    A split may have zero captions (`captions=()` and `caption_to_image` of shape (0,)), for
+    image-only data such as an image folder. Every split has at least one image.
+
     Images are not stored. `load_image(i)` decodes or renders image `i` on demand and returns a
     uint8 [H, W, 3] RGB array of any height and width. It must be picklable (a module-level
     function, a `functools.partial` of one, or a small class instance) because Grain worker
@@ -23,6 +26,7 @@ class CaptionedImages:
         image_ids: One unique id per image, e.g. its relative path "val2017/0001.jpg".
         captions: Every caption of the split.
         caption_to_image: int32 [num_captions], the index into `image_ids` of each caption's image.
+            An empty map may have any dtype, since `np.asarray([])` is float64.
         load_image: Image index -> uint8 [H, W, 3] RGB array.
     """
 
@@ -38,11 +42,12 @@ class CaptionedImages:
         object.__setattr__(self, "image_ids", tuple(self.image_ids))
         object.__setattr__(self, "captions", tuple(self.captions))
         caption_to_image = np.asarray(self.caption_to_image)
+        if caption_to_image.size == 0:
+            # An empty map contains no value of a wrong type, so accept `[]` although NumPy makes it float64.
+            caption_to_image = caption_to_image.astype(np.int32)
 
         if not self.image_ids:
             raise ValueError(f"Split {self.name!r} has no images; a split needs at least one image.")
-        if not self.captions:
-            raise ValueError(f"Split {self.name!r} has no captions; a split needs at least one caption.")
         if len(set(self.image_ids)) != len(self.image_ids):
             counts = collections.Counter(self.image_ids)
             duplicates = sorted(image_id for image_id, count in counts.items() if count > 1)[:5]
@@ -56,7 +61,7 @@ class CaptionedImages:
             raise ValueError(
                 f"Split {self.name!r}: caption_to_image has dtype {caption_to_image.dtype}, expected integers."
             )
-        if caption_to_image.min() < 0 or caption_to_image.max() >= len(self.image_ids):
+        if caption_to_image.size and (caption_to_image.min() < 0 or caption_to_image.max() >= len(self.image_ids)):
             raise ValueError(
                 f"Split {self.name!r}: caption_to_image values must lie in [0, {len(self.image_ids)}), "
                 f"got the range [{caption_to_image.min()}, {caption_to_image.max()}]."
