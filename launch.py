@@ -1,6 +1,7 @@
-r"""Train and evaluate multimae-jax models.
+r"""Train and evaluate multimae-jax models: image MAE, text MLM, MMAE and fusion MAE, one config file each.
 
   python launch.py --config configs/fusion.py:vit_tiny --workdir /tmp/fusion_tiny
+  python launch.py --config configs/mae.py:vit_tiny --workdir /tmp/mae_tiny
   python launch.py --config configs/fusion.py:vit_tiny --workdir /tmp/coco \
       --config.data.root=../shared/data/coco_mini --config.train.num_steps=30
 
@@ -62,8 +63,6 @@ def main(argv):
     # Imported here so that `--help` and config errors are reported before JAX starts.
     from multimae_jax.training.config_checks import validate_config
 
-    if config.get("task") != "fusion":
-        raise app.UsageError(f"config.task {config.get('task')!r} is not supported; the supported task is 'fusion'")
     try:
         validate_config(config)
     except ValueError as error:

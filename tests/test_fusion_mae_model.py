@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from configs.fusion import get_config
-from multimae_jax.models.fusion_mae import FusionMae
+from multimae_jax.models.multimodal_mae import MultimodalMae, StackSize
 from multimae_jax.models.patch_masking import full_patch_mask, random_patch_mask
 from multimae_jax.models.token_masking import max_mlm_predictions, select_mlm_targets
 from multimae_jax.training import sharding
 from multimae_jax.training.optimizer import learning_rate_schedule, make_optimizer
-from multimae_jax.training.train_step import TokenIds, make_train_step, step_key
+from multimae_jax.training.model_inputs import TokenIds
+from multimae_jax.training.train_step import make_train_step, step_key
 from multimae_jax.training.trainer import init_train_state
 
 PATCH_SIZE = 8
@@ -29,10 +30,10 @@ MAX_PREDICTIONS = max_mlm_predictions(TEXT_LENGTH, 0.15)
 
 
 def _tiny_model(use_mlm=True):
-    return FusionMae(patch_size=PATCH_SIZE, vocab_size=TOKEN_IDS.vocab_size, max_text_length=TEXT_LENGTH,
-                     image_width=32, image_depth=1, image_heads=2, text_width=32, text_depth=1, text_heads=2,
-                     fusion_width=32, fusion_depth=1, fusion_heads=2, decoder_width=32, decoder_depth=1,
-                     decoder_heads=2, embed_dim=EMBED_DIM, use_mlm=use_mlm)
+    return MultimodalMae(patch_size=PATCH_SIZE, vocab_size=TOKEN_IDS.vocab_size, max_text_length=TEXT_LENGTH,
+                         image_stack=StackSize(32, 1, 2), text_stack=StackSize(32, 1, 2),
+                         fusion_stack=StackSize(32, 1, 2), decoder_stack=StackSize(32, 1, 2), embed_dim=EMBED_DIM,
+                         use_mlm=use_mlm)
 
 
 def _captions(lengths, total_length=TEXT_LENGTH, seed=0):
@@ -60,8 +61,8 @@ MODEL = _tiny_model()
 
 # Jitted once per module, so calls with the same shapes reuse one compilation.
 apply_model = jax.jit(MODEL.apply)
-embed_image = jax.jit(functools.partial(MODEL.apply, method=FusionMae.embed_image))
-embed_text = jax.jit(functools.partial(MODEL.apply, method=FusionMae.embed_text))
+embed_image = jax.jit(functools.partial(MODEL.apply, method=MultimodalMae.embed_image))
+embed_text = jax.jit(functools.partial(MODEL.apply, method=MultimodalMae.embed_text))
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def test_forward_initial_logit_scale(forward):
 def test_forward_requires_mlm_inputs(params):
     batch = _batch()
 
-    with pytest.raises(ValueError, match="mlm_input_ids and mlm_positions are required"):
+    with pytest.raises(ValueError, match="needs mlm_input_ids and mlm_positions"):
         apply_model(params, batch["image"], batch["text_ids"], batch["text_mask"],
                     full_patch_mask(BATCH, NUM_PATCHES))
 

@@ -11,7 +11,7 @@ from conftest import TINY_RUN_OVERRIDES, run_launch
 from multimae_jax.data.tokenizer import load_tokenizer
 from multimae_jax.evaluation.reconstructions import (GREY, hidden_pixel_mask, reconstruct_jit, reconstruction_panels,
                                                      visible_patch_statistics, write_reconstruction_grid)
-from multimae_jax.models.fusion_mae import FusionMae
+from multimae_jax.models.multimodal_mae import MultimodalMae, StackSize
 from multimae_jax.models.patch_masking import random_patch_mask
 from multimae_jax.models.patches import patchify, unpatchify
 from multimae_jax.training.trainer import init_params
@@ -34,10 +34,10 @@ def tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_and_params(tokenizer):
-    model = FusionMae(patch_size=PATCH_SIZE, vocab_size=tokenizer.vocab_size, max_text_length=TEXT_LENGTH,
-                      image_width=32, image_depth=1, image_heads=2, text_width=32, text_depth=1, text_heads=2,
-                      fusion_width=32, fusion_depth=1, fusion_heads=2, decoder_width=32, decoder_depth=1,
-                      decoder_heads=2, embed_dim=16, use_mlm=True)
+    model = MultimodalMae(patch_size=PATCH_SIZE, vocab_size=tokenizer.vocab_size, max_text_length=TEXT_LENGTH,
+                          image_stack=StackSize(32, 1, 2), text_stack=StackSize(32, 1, 2),
+                          fusion_stack=StackSize(32, 1, 2), decoder_stack=StackSize(32, 1, 2), embed_dim=16,
+                          use_mlm=True)
     params = jax.jit(lambda key: init_params(model, key, IMAGE_SIZE, TEXT_LENGTH))(jax.random.key(0))
     return model, params
 

@@ -18,7 +18,8 @@ from jax.sharding import PartitionSpec
 
 from configs.fusion import get_config
 from multimae_jax.models.contrastive_head import ContrastiveProjection, LogitScale
-from multimae_jax.models.fusion_mae import build_fusion_mae
+from multimae_jax.tasks.model_builder import build_model
+from multimae_jax.tasks.registry import get_task
 from multimae_jax.models.patch_masking import full_patch_mask
 from multimae_jax.training.durations import resolve_steps
 from multimae_jax.training.optimizer import (
@@ -92,9 +93,9 @@ def _tiny_fusion_config():
 
 @pytest.fixture(scope="module")
 def decay_mask():
-    """Return {"/"-joined parameter path: decays} for a real FusionMae parameter tree (shapes only)."""
+    """Return {"/"-joined parameter path: decays} for a real fusion MAE parameter tree (shapes only)."""
     config = _tiny_fusion_config()
-    model = build_fusion_mae(config.model, vocab_size=50, max_text_length=8, use_mlm=True)
+    model = build_model(get_task("fusion"), config, vocab_size=50)
     text_ids = jnp.zeros((1, 8), jnp.int32)
 
     def init(key):

@@ -1,8 +1,8 @@
-"""Choice of the train, val and test splits from `config.data`: a COCO Karpathy folder or built-in scenes."""
+"""Choice of the train, val and test splits from `config.data`: COCO Karpathy, an image folder, a text file or built-in."""
 
 import logging
 import os
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 from multimae_jax.data.builtin_scenes import make_builtin_split
 from multimae_jax.data.captioned_images import CaptionedImages
@@ -15,48 +15,95 @@ DEFAULT_BUILTIN_IMAGE_SIZE = 112
 
 
 class Splits(NamedTuple):
-    """The splits of one run. `test` is None when the data has no test split."""
+    """The splits of one run. `test` is None when the data has no test split.
 
-    train: CaptionedImages
-    val: CaptionedImages
-    test: Optional[CaptionedImages]
-    image_size: int
+    The splits are `CaptionedImages`, except with `config.data.text_file` (`TextLines`) and
+    `config.data.image_dir` (`CaptionedImages` without captions); then val is the held-out share of the files
+    or lines. `image_size` is None for data configs without images (the text MLM task).
+    """
+
+    train: Any
+    val: Any
+    test: Optional[Any]
+    image_size: Optional[int]
     builtin: bool
 
+    def named(self, split_name: str):
+        """Return the split called "val" or "test"; "" means test when there is one, else val."""
+        if split_name == "":
+            split_name = "test" if self.test is not None else "val"
+        split = {"val": self.val, "test": self.test}.get(split_name)
+        if split is None:
+            raise ValueError(f"the data has no {split_name!r} split; set --config.eval.split=val (or '' for the "
+                             f"test split when there is one, else val)")
+        return split_name, split
 
-def resolve_image_size(data_config) -> int:
-    """Return config.data.image_size, or the default for the configured data source when it is None."""
+
+def resolve_image_size(data_config) -> Optional[int]:
+    """Return config.data.image_size, or the default for the configured data source when it is None.
+
+    Returns None for data configs without an image_size field (tasks without images).
+    """
+    if "image_size" not in data_config:
+        return None
     if data_config.image_size is not None:
         if data_config.image_size <= 0:
             raise ValueError(f"config.data.image_size must be positive, got {data_config.image_size}")
         return int(data_config.image_size)
-    return DEFAULT_IMAGE_SIZE if data_config.root else DEFAULT_BUILTIN_IMAGE_SIZE
+    return DEFAULT_IMAGE_SIZE if data_config.root or data_config.get("image_dir") else DEFAULT_BUILTIN_IMAGE_SIZE
 
 
 def describe_data_source(data_config) -> str:
     """Return one sentence saying which data the run uses, for the first log line."""
     image_size = resolve_image_size(data_config)
+    at_size = f" at {image_size} px" if image_size else ""
+    if data_config.get("image_dir"):
+        return (f"Using the images under {_absolute(data_config.image_dir)}{at_size}, with "
+                f"{data_config.heldout_fraction:.0%} of the files held out for evaluation.")
+    if data_config.get("text_file"):
+        return (f"Using the lines of {_absolute(data_config.text_file)}, with {data_config.heldout_fraction:.0%} "
+                f"of the lines held out for evaluation.")
     if not data_config.root:
-        return (f"Using built-in data: generated scenes of coloured shapes with captions "
-                f"({data_config.builtin_train_images} train, {data_config.builtin_val_images} val, "
-                f"{data_config.builtin_test_images} test images at {image_size} px), because config.data.root is "
-                f"empty. Set --config.data.root=<COCO Karpathy folder> to train on real data.")
-    return f"Using COCO Karpathy data from {os.path.abspath(os.path.expanduser(data_config.root))} at {image_size} px."
+        what = ("generated scenes of coloured shapes with captions" if image_size else
+                "the captions of generated scenes of coloured shapes")
+        return (f"Using built-in data: {what} ({data_config.builtin_train_images} train, "
+                f"{data_config.builtin_val_images} val, {data_config.builtin_test_images} test images{at_size}), "
+                f"because config.data.root is empty. Set --config.data.root=<COCO Karpathy folder> to train on "
+                f"real data.")
+    return f"Using COCO Karpathy data from {_absolute(data_config.root)}{at_size}."
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def load_splits(data_config, seed: int) -> Splits:
     """Load the splits named by `config.data`."""
     image_size = resolve_image_size(data_config)
+    if data_config.get("image_dir"):
+        from multimae_jax.data.image_folder import load_image_folder
+
+        train, heldout = load_image_folder(_absolute(data_config.image_dir), data_config.heldout_fraction)
+        _log_sizes(train=train, val=heldout)
+        return Splits(train=train, val=heldout, test=None, image_size=image_size, builtin=False)
+    if data_config.get("text_file"):
+        from multimae_jax.data.text_file import load_text_file
+
+        train, heldout = load_text_file(_absolute(data_config.text_file), data_config.heldout_fraction)
+        _log_sizes(train=train, val=heldout)
+        return Splits(train=train, val=heldout, test=None, image_size=None, builtin=False)
     if not data_config.root:
+        # Scenes are rendered when read, so a text-only run never draws them; any positive size will do.
+        render_size = image_size or DEFAULT_BUILTIN_IMAGE_SIZE
         return Splits(
-            train=make_builtin_split("train", data_config.builtin_train_images, image_size, seed=seed),
-            val=make_builtin_split("val", data_config.builtin_val_images, image_size, seed=seed),
-            test=make_builtin_split("test", data_config.builtin_test_images, image_size, seed=seed),
+            train=make_builtin_split("train", data_config.builtin_train_images, render_size, seed=seed),
+            val=make_builtin_split("val", data_config.builtin_val_images, render_size, seed=seed),
+            test=make_builtin_split("test", data_config.builtin_test_images, render_size, seed=seed),
             image_size=image_size,
             builtin=True,
         )
 
-    root = os.path.abspath(os.path.expanduser(data_config.root))
+    root = _absolute(data_config.root)
     annotations = os.path.join(root, "annotations")
     for field in ("train_annotations", "val_annotations"):
         # The reader lists the files that exist; this names the config field to set.
@@ -73,7 +120,14 @@ def load_splits(data_config, seed: int) -> Splits:
     else:
         logging.info("No test annotations %s in %s/annotations; the final evaluation uses the val split",
                      data_config.test_annotations, root)
-    for name, split in (("train", train), ("val", val), ("test", test)):
-        if split is not None:
-            logging.info("%s split: %d images, %d captions", name, split.num_images, split.num_captions)
+    _log_sizes(train=train, val=val, test=test)
     return Splits(train=train, val=val, test=test, image_size=image_size, builtin=False)
+
+
+def _log_sizes(**splits) -> None:
+    for name, split in splits.items():
+        if split is None:
+            continue
+        counts = [f"{split.num_images} images"] if hasattr(split, "num_images") else []
+        counts += [f"{split.num_captions} captions"] if split.num_captions else []
+        logging.info("%s split (%s): %s", name, split.name, ", ".join(counts))

@@ -1,4 +1,4 @@
-"""Eval-only runs: retrieval metrics of a saved checkpoint, with the evaluator that training uses."""
+"""Eval-only runs: the evaluation metrics of a saved checkpoint, with the evaluator that training uses."""
 
 import json
 import logging
@@ -13,8 +13,11 @@ from jax.sharding import Mesh
 
 from multimae_jax.data.splits import load_splits, resolve_image_size
 from multimae_jax.data.tokenizer import CACHED_TOKENIZER_FILE, TextTokenizer, load_tokenizer
-from multimae_jax.evaluation.retrieval_evaluator import build_retrieval_evaluator
-from multimae_jax.models.fusion_mae import FusionMae, build_fusion_mae
+from multimae_jax.evaluation.task_evaluator import TaskEvaluator
+from multimae_jax.models.multimodal_mae import MultimodalMae
+from multimae_jax.tasks.registry import get_task
+from multimae_jax.tasks.model_builder import build_model
+from multimae_jax.tasks.task import Task
 from multimae_jax.training import sharding
 from multimae_jax.training.checkpointing import Checkpointer
 from multimae_jax.training.config_checks import validate_config
@@ -44,10 +47,11 @@ def locate_checkpoint(workdir: str, checkpoint: Optional[str]) -> tuple[str, Opt
 class RestoredModel(NamedTuple):
     """A model with the parameters of one checkpoint, ready for inference on the current devices."""
 
-    model: FusionMae
+    task: Task
+    model: MultimodalMae
     params: Any
     step: int
-    tokenizer: TextTokenizer
+    tokenizer: Optional[TextTokenizer]
     mesh: Mesh
 
 
@@ -55,12 +59,13 @@ def restore_checkpoint_model(config, workdir: str, checkpoint: Optional[str] = N
     """Build the model of `config` and restore the parameters of a checkpoint (the newest when `checkpoint` is empty).
 
     Only the parameters are restored, onto a mesh of the current devices, whatever the device count of the run
-    that saved them. The tokenizer is the one the checkpoint was trained with.
+    that saved them. The tokenizer is the one the checkpoint was trained with (None for tasks without text).
 
     Raises:
       FileNotFoundError: no checkpoints folder, no complete checkpoint, or no trained tokenizer in `workdir`.
-      ValueError: `checkpoint` is invalid, the model fields of `config` differ from the ones the checkpoint was
-        trained with, or the tokenizer's vocabulary size differs from the checkpoint's.
+      ValueError: `checkpoint` is invalid, the checkpoint belongs to another task, the model fields of `config`
+        differ from the ones the checkpoint was trained with, or the tokenizer's vocabulary size differs from the
+        checkpoint's.
     """
     directory, step = locate_checkpoint(workdir, checkpoint)
     if not os.path.isdir(directory):
@@ -71,40 +76,46 @@ def restore_checkpoint_model(config, workdir: str, checkpoint: Optional[str] = N
     if step is None:
         raise FileNotFoundError(f"no complete checkpoint in {directory}")
     metadata = checkpointer.restore_metadata(step)
-    _check_model_config(config, metadata, os.path.join(directory, str(step)))
+    task = get_task(config.task)
+    checkpoint_path = os.path.join(directory, str(step))
+    saved_task = metadata.get("task", "fusion")
+    if saved_task != task.name:
+        raise ValueError(f"the checkpoint {checkpoint_path} was trained by task {saved_task!r}, but the config is for "
+                         f"task {task.name!r}; use configs/{saved_task}.py")
+    _check_model_config(config, metadata, checkpoint_path)
 
-    tokenizer = _load_checkpoint_tokenizer(config, workdir, metadata)
+    tokenizer = _load_checkpoint_tokenizer(config, workdir, metadata) if task.uses_text else None
     mesh = sharding.make_mesh()
-    model = build_fusion_mae(config.model, tokenizer.vocab_size, config.data.max_text_length,
-                             use_mlm=config.loss.mlm_weight > 0)
+    model = build_model(task, config, tokenizer.vocab_size if tokenizer else 0)
     image_size = resolve_image_size(config.data)
-    abstract = jax.eval_shape(lambda key: init_params(model, key, image_size, config.data.max_text_length),
-                              jax.random.key(0))
+    max_text_length = config.data.max_text_length if task.uses_text else 0
+    abstract = jax.eval_shape(lambda key: init_params(model, key, image_size, max_text_length), jax.random.key(0))
     abstract = abstract_with_shardings(sharding.parameter_shardings(abstract, mesh), abstract)
     params = checkpointer.restore_params(abstract, step)
     checkpointer.close()
-    return RestoredModel(model=model, params=params, step=step, tokenizer=tokenizer, mesh=mesh)
+    return RestoredModel(task=task, model=model, params=params, step=step, tokenizer=tokenizer, mesh=mesh)
 
 
 def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) -> dict:
-    """Evaluate retrieval on `config.eval.split` with a checkpoint's parameters and write eval_<split>.json.
+    """Evaluate a checkpoint's parameters on `config.eval.split` and write eval_<split>.json.
 
-    See `restore_checkpoint_model` for what is restored. With config.eval.export_embeddings, the embeddings are
-    also saved to `<workdir>/embeddings_<split>_step<N>.npz`.
+    The evaluations are those of training (see `TaskEvaluator`), reconstruction grids included. See
+    `restore_checkpoint_model` for what is restored. With config.eval.export_embeddings (tasks with contrastive
+    heads), the embeddings are also saved to `<workdir>/embeddings_<split>_step<N>.npz`.
     """
     validate_config(config)
     restored = restore_checkpoint_model(config, workdir, checkpoint)
     params, step = restored.params, restored.step
     splits = load_splits(config.data, config.seed)
 
-    evaluator = build_retrieval_evaluator(config, splits, config.eval.split, restored.tokenizer, restored.model,
-                                          restored.mesh)
-    if not config.eval.export_embeddings:
+    evaluator = TaskEvaluator(config, restored.task, splits, config.eval.split, restored.tokenizer, restored.model,
+                              restored.mesh)
+    if not config.eval.get("export_embeddings", False):
         return evaluator.evaluate(params, step, workdir)
 
     result, image_embeddings, text_embeddings = evaluator.evaluate(params, step, workdir, return_embeddings=True)
     if jax.process_index() == 0:
-        path = os.path.join(workdir, f"embeddings_{config.eval.split}_step{step}.npz")
+        path = os.path.join(workdir, f"embeddings_{evaluator.split_name}_step{step}.npz")
         split = evaluator.split
         np.savez(path, image_embeddings=image_embeddings, text_embeddings=text_embeddings,
                  image_ids=np.asarray(split.image_ids), captions=np.asarray(split.captions),

@@ -13,6 +13,7 @@ from multimae_jax.data.image_transforms import eval_image_transform
 from multimae_jax.data.splits import resolve_image_size
 from multimae_jax.evaluation.eval_only import restore_checkpoint_model
 from multimae_jax.evaluation.reconstructions import write_reconstruction_grid
+from multimae_jax.tasks.registry import TASKS, get_task
 from multimae_jax.training.config_checks import validate_config
 
 
@@ -25,17 +26,23 @@ def reconstruct_image_files(config, workdir: str, image_paths: Sequence[str], ca
 
     Args:
       image_paths: image files in any format Pillow reads; one grid row each, in this order.
-      caption: the caption given to every image; empty gives the text encoder [CLS] [SEP] only.
+      caption: the caption given to every image, read by fusion models only; empty gives the text encoder
+        [CLS] [SEP] only.
       checkpoint: as `--checkpoint` (see `locate_checkpoint`); empty for the newest in <workdir>/checkpoints.
 
     Returns:
       The path of the PNG file.
 
     Raises:
-      ValueError: no image paths, or an image file that Pillow cannot decode (the message names it).
+      ValueError: a task without MAE decoder, no image paths, or an image file that Pillow cannot decode (the
+        message names it).
       FileNotFoundError: a missing image file, or no checkpoint (see `restore_checkpoint_model`).
     """
     validate_config(config)
+    task = get_task(config.task)
+    if not task.writes_reconstructions:
+        raise ValueError(f"task {task.name!r} has no MAE decoder, so it cannot reconstruct images; --mode "
+                         f"reconstruct works with the tasks {', '.join(n for n, t in TASKS.items() if t.has('decoder'))}")
     if not image_paths:
         raise ValueError("no image files to reconstruct; pass one or more --image PATH")
 
@@ -44,7 +51,11 @@ def reconstruct_image_files(config, workdir: str, image_paths: Sequence[str], ca
     images = np.stack([eval_image_transform(_decode_image_argument(path), image_size) for path in image_paths])
 
     restored = restore_checkpoint_model(config, workdir, checkpoint)
-    text_ids, text_mask = restored.tokenizer.encode([caption] * len(image_paths), config.data.max_text_length)
+    text_ids = text_mask = None
+    if restored.model.fusion_stack is not None:
+        text_ids, text_mask = restored.tokenizer.encode([caption] * len(image_paths), config.data.max_text_length)
+    elif caption:
+        logging.warning("--caption is ignored: task %s reconstructs images without reading text", restored.task.name)
     path = os.path.join(workdir, "reconstructions", f"reconstruct_step_{restored.step}.png")
     write_reconstruction_grid(restored.model, restored.params, images, path, key=jax.random.key(config.seed),
                               mask_ratio=config.loss.mask_ratio, text_ids=text_ids, text_mask=text_mask,

@@ -1,4 +1,4 @@
-"""MAE reconstruction grids: the fusion model's pixel predictions for masked images, saved as PNG files.
+"""MAE reconstruction grids: a model's pixel predictions for masked images, saved as PNG files.
 
 Each example becomes one row of four panels: the original image, the masked input (hidden patches grey), the
 reconstruction, and the reconstruction with the visible patches pasted back from the original.
@@ -6,6 +6,7 @@ reconstruction, and the reconstruction with the visible patches pasted back from
 
 import logging
 import os
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +49,10 @@ def visible_patch_statistics(patches: jnp.ndarray, mask: jnp.ndarray) -> tuple[j
     return mean[:, None, None], std[:, None, None]
 
 
-def reconstruct(model, params, images: jnp.ndarray, key: jax.Array, mask_ratio: float, text_ids: jnp.ndarray,
-                text_mask: jnp.ndarray, norm_pix_loss: bool) -> dict[str, jnp.ndarray]:
-    """Mask random patches, run the fusion model's forward pass and map its pixel predictions to image space.
+def reconstruct(model, params, images: jnp.ndarray, key: jax.Array, mask_ratio: float,
+                text_ids: Optional[jnp.ndarray], text_mask: Optional[jnp.ndarray],
+                norm_pix_loss: bool) -> dict[str, jnp.ndarray]:
+    """Mask random patches, run the model's decoder and map its pixel predictions to image space.
 
     With norm_pix_loss the model predicts every patch normalised by that patch's own mean and standard
     deviation, which are unknown for hidden patches. Every prediction is therefore de-normalised with one mean
@@ -63,13 +65,14 @@ def reconstruct(model, params, images: jnp.ndarray, key: jax.Array, mask_ratio: 
     Jit it with `model`, `mask_ratio` and `norm_pix_loss` static (`reconstruct_jit` does).
 
     Args:
-      model: a `FusionMae`.
+      model: a `MultimodalMae` with an MAE decoder.
       params: its parameters.
-      images: float [batch, height, width, 3], ImageNet-normalised.
+      images: float [batch, height, width, 3], ImageNet-normalised; height and width may differ from the
+        training size and from each other (multiples of the patch size).
       key: PRNG key of the patch mask.
       mask_ratio: fraction of patches hidden, in [0, 1).
-      text_ids: int32 [batch, length], captions; the MLM pass, when the model has one, reads them uncorrupted.
-      text_mask: int [batch, length], 1 for real tokens.
+      text_ids: int32 [batch, length], uncorrupted captions, read only by a fusion model; None otherwise.
+      text_mask: int [batch, length], 1 for real tokens; None when text_ids is None.
       norm_pix_loss: whether the model was trained on per-patch normalised targets.
 
     Returns:
@@ -80,13 +83,8 @@ def reconstruct(model, params, images: jnp.ndarray, key: jax.Array, mask_ratio: 
     batch, height, width, _ = images.shape
     grid_height, grid_width = height // model.patch_size, width // model.patch_size
     patch_mask = random_patch_mask(key, batch, grid_height * grid_width, mask_ratio)
-
-    mlm_inputs = {}
-    if model.use_mlm:
-        # The MLM logits are discarded, so one prediction slot at position 0 ([CLS]) is enough.
-        mlm_inputs = dict(mlm_input_ids=text_ids, mlm_positions=jnp.zeros((batch, 1), jnp.int32))
-    outputs = model.apply({"params": params}, images, text_ids, text_mask, patch_mask, **mlm_inputs)
-    predictions = outputs["pixel_predictions"].astype(jnp.float32)
+    predictions = model.apply({"params": params}, images, patch_mask, text_ids, text_mask,
+                              method=model.predict_pixels).astype(jnp.float32)
 
     if norm_pix_loss:
         mean, std = visible_patch_statistics(patchify(images, model.patch_size), patch_mask.mask)
@@ -146,8 +144,8 @@ def save_png(image: np.ndarray, path: str) -> None:
     os.replace(temporary, path)
 
 
-def write_reconstruction_grid(model, params, images, path: str, *, key: jax.Array, mask_ratio: float, text_ids,
-                              text_mask, norm_pix_loss: bool) -> np.ndarray:
+def write_reconstruction_grid(model, params, images, path: str, *, key: jax.Array, mask_ratio: float,
+                              norm_pix_loss: bool, text_ids=None, text_mask=None) -> np.ndarray:
     """Reconstruct masked images and save the grid of panels as a PNG file.
 
     Every process must call this, because the forward pass may span the devices of every process. Only process 0
@@ -162,8 +160,10 @@ def write_reconstruction_grid(model, params, images, path: str, *, key: jax.Arra
       The grid, uint8 [batch * height, 4 * width, 3]: one row of panels per example (see
       `reconstruction_panels`).
     """
-    outputs = reconstruct_jit(model, params, jnp.asarray(images), key, mask_ratio, jnp.asarray(text_ids),
-                              jnp.asarray(text_mask), norm_pix_loss)
+    if text_ids is not None:
+        text_ids, text_mask = jnp.asarray(text_ids), jnp.asarray(text_mask)
+    outputs = reconstruct_jit(model, params, jnp.asarray(images), key, mask_ratio, text_ids, text_mask,
+                              norm_pix_loss)
     # NOTE: device_get needs the outputs to be addressable from this process, which holds for replicated
     # parameters. Runs over several processes have not been tried.
     outputs = jax.device_get(outputs)
@@ -186,8 +186,8 @@ def write_split_reconstructions(config, model, params, split, tokenizer, step: i
     """Write `<workdir>/reconstructions/step_<step>.png` for the split's first images, as training evaluations do.
 
     The grid shows the first NUM_TRAINING_EXAMPLES images (fewer if the split is smaller), resized whole as in
-    evaluation, with their first captions. The patch mask comes from jax.random.key(config.seed), so every step
-    and every rerun hides the same patches.
+    evaluation; a fusion model also reads their first captions. The patch mask comes from
+    jax.random.key(config.seed), so every step and every rerun hides the same patches.
 
     Returns:
       The path of the PNG file.
@@ -195,7 +195,9 @@ def write_split_reconstructions(config, model, params, split, tokenizer, step: i
     image_size = resolve_image_size(config.data)
     count = min(NUM_TRAINING_EXAMPLES, split.num_images)
     images = np.stack([eval_image_transform(split.load_image(index), image_size) for index in range(count)])
-    text_ids, text_mask = tokenizer.encode(first_captions(split, count), config.data.max_text_length)
+    text_ids = text_mask = None
+    if model.fusion_stack is not None:
+        text_ids, text_mask = tokenizer.encode(first_captions(split, count), config.data.max_text_length)
 
     path = os.path.join(workdir, "reconstructions", f"step_{step}.png")
     write_reconstruction_grid(model, params, images, path, key=jax.random.key(config.seed),

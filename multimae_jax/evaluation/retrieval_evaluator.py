@@ -1,9 +1,7 @@
-"""Image-text retrieval evaluation of a model on one split, as run during training and by eval-only runs."""
+"""Image-text retrieval evaluation of a model with contrastive heads on one split."""
 
-import json
 import logging
 import math
-import os
 import time
 
 import jax
@@ -70,8 +68,8 @@ class RetrievalEvaluator:
                                              self.split.num_captions, self.mesh)
         return image_embeddings, text_embeddings
 
-    def evaluate(self, params, step: int, workdir: str, return_embeddings: bool = False):
-        """Compute the retrieval metrics, log them next to chance and write `<workdir>/eval_<split>.json`.
+    def evaluate(self, params, step: int, return_embeddings: bool = False):
+        """Compute the retrieval metrics and log them next to chance.
 
         Returns:
           The metrics dict, or (metrics, image embeddings, text embeddings) when return_embeddings is set.
@@ -80,8 +78,7 @@ class RetrievalEvaluator:
         image_embeddings, text_embeddings = self.compute_embeddings(params)
         metrics = retrieval_metrics(image_embeddings, text_embeddings, self.split.caption_to_image, ks=self.ks,
                                     mesh=self.mesh)
-        result = {"step": int(step), "split": self.split_name, "num_images": self.split.num_images,
-                  "num_captions": self.split.num_captions, **metrics}
+        result = {"num_images": self.split.num_images, "num_captions": self.split.num_captions, **metrics}
 
         captions_per_image = self.split.num_captions / self.split.num_images
         recalls = " ".join(f"{direction}/R@{k}={metrics[f'{direction}/R@{k}']:.2f}"
@@ -95,28 +92,6 @@ class RetrievalEvaluator:
                      metrics["i2t/mAP"], metrics["t2i/median_rank"], metrics["i2t/median_rank"])
         logging.info("eval %s chance level: %s", self.split_name, chance)
 
-        if jax.process_index() == 0:
-            path = os.path.join(workdir, f"eval_{self.split_name}.json")
-            temporary = path + ".tmp"
-            with open(temporary, "w", encoding="utf-8") as file:
-                json.dump(result, file, indent=2, sort_keys=True)
-            os.replace(temporary, path)
         if return_embeddings:
             return result, image_embeddings, text_embeddings
         return result
-
-
-def build_retrieval_evaluator(config, splits, split_name: str, tokenizer, model, mesh) -> RetrievalEvaluator:
-    """Build the evaluator of one split from the config, the same way for training and eval-only runs.
-
-    Args:
-      splits: a `multimae_jax.data.splits.Splits`.
-      split_name: "val" or "test".
-    """
-    split = {"val": splits.val, "test": splits.test}.get(split_name)
-    if split is None:
-        raise ValueError(f"the data has no {split_name!r} split; set --config.eval.split=val or add the "
-                         f"{split_name} annotations")
-    return RetrievalEvaluator(split, split_name, tokenizer, model, mesh, batch_size=config.eval.batch_size,
-                              image_size=splits.image_size, max_text_length=config.data.max_text_length,
-                              num_workers=config.data.num_workers)

@@ -4,6 +4,18 @@ import jax.numpy as jnp
 import optax
 
 
+def mlm_token_losses(logits: jnp.ndarray, labels: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Return (cross-entropy in nats, 1.0 where the top prediction is right), each float32 [batch, max_predictions].
+
+    Args:
+      logits: float [batch, max_predictions, vocab_size].
+      labels: int32 [batch, max_predictions].
+    """
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return losses, correct
+
+
 def mlm_loss(logits: jnp.ndarray, labels: jnp.ndarray, weights: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Return (mean cross-entropy in nats, accuracy in [0, 1]) over the positions with weight 1.
 
@@ -12,8 +24,6 @@ def mlm_loss(logits: jnp.ndarray, labels: jnp.ndarray, weights: jnp.ndarray) -> 
       labels: int32 [batch, max_predictions].
       weights: float [batch, max_predictions], 0 for padding slots.
     """
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    losses, correct = mlm_token_losses(logits, labels)
     total_weight = jnp.maximum(weights.sum(), 1.0)
-    loss = jnp.sum(losses * weights) / total_weight
-    accuracy = jnp.sum((jnp.argmax(logits, axis=-1) == labels) * weights) / total_weight
-    return loss, accuracy
+    return jnp.sum(losses * weights) / total_weight, jnp.sum(correct * weights) / total_weight

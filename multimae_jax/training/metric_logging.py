@@ -22,7 +22,9 @@ class MetricLogger:
     Only process 0 writes; the other processes log nothing, so a multi-host run has one line per interval.
     """
 
-    def __init__(self, workdir: str, total_steps: int, global_batch_size: int):
+    def __init__(self, workdir: str, total_steps: int, global_batch_size: int, unit: str = "images"):
+        """`unit` names the examples of a batch in the throughput: "images" or "texts" (for text-only tasks)."""
+        self.unit = unit
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.total_steps = total_steps
         self.global_batch_size = global_batch_size
@@ -31,7 +33,7 @@ class MetricLogger:
         self._interval_start_step = None
 
     def start_interval(self, step: int) -> None:
-        """Mark the step and time from which images/s and the ETA are measured."""
+        """Mark the step and time from which the throughput and the ETA are measured."""
         self._interval_start_time = time.time()
         self._interval_start_step = step
 
@@ -39,16 +41,16 @@ class MetricLogger:
         """Log the averaged training metrics of the interval that ends at `step`, with throughput and ETA."""
         elapsed = time.time() - self._interval_start_time
         steps_done = step - (self._interval_start_step if self._interval_start_step is not None else step)
-        images_per_second = steps_done * self.global_batch_size / elapsed if elapsed > 0 and steps_done > 0 else 0.0
+        per_second = steps_done * self.global_batch_size / elapsed if elapsed > 0 and steps_done > 0 else 0.0
         seconds_per_step = elapsed / steps_done if steps_done > 0 else math.nan
         eta = (self.total_steps - step) * seconds_per_step if steps_done > 0 else math.nan
 
         record = {"step": step, "split": "train", **{k: float(v) for k, v in metrics.items()},
-                  "images_per_second": images_per_second, "eta_seconds": eta}
+                  f"{self.unit}_per_second": per_second, "eta_seconds": eta}
         values = " ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
         eta_text = format_duration(eta) if math.isfinite(eta) else "?"
         if self.is_writer:
-            logging.info("step %d/%d %s images/s=%.1f eta=%s", step, self.total_steps, values, images_per_second,
+            logging.info("step %d/%d %s %s/s=%.1f eta=%s", step, self.total_steps, values, self.unit, per_second,
                          eta_text)
         self._append(record)
         self.start_interval(step)

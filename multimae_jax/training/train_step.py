@@ -1,7 +1,7 @@
-"""Loss computation and the jitted, sharded training step of the fusion MAE."""
+"""Loss computation and the jitted, sharded training step of every task."""
 
 import functools
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -10,17 +10,8 @@ import optax
 from multimae_jax.losses.contrastive_loss import contrastive_loss
 from multimae_jax.losses.mae_loss import mae_loss
 from multimae_jax.losses.mlm_loss import mlm_loss
-from multimae_jax.models.patch_masking import random_patch_mask
-from multimae_jax.models.token_masking import select_mlm_targets
+from multimae_jax.training.model_inputs import TokenIds, training_inputs
 from multimae_jax.training.train_state import TrainState
-
-
-class TokenIds(NamedTuple):
-    """The tokenizer facts the MLM corruption needs."""
-
-    special_ids: tuple[int, ...]
-    mask_id: int
-    vocab_size: int
 
 
 def step_key(seed: int, step: jnp.ndarray) -> jax.Array:
@@ -29,36 +20,37 @@ def step_key(seed: int, step: jnp.ndarray) -> jax.Array:
 
 
 def compute_losses(params, model, batch: dict, key: jax.Array, loss_config,
-                   token_ids: TokenIds) -> tuple[jnp.ndarray, dict]:
+                   token_ids: Optional[TokenIds]) -> tuple[jnp.ndarray, dict]:
     """Run the model on one global batch and return (weighted total loss, metrics).
 
+    Each loss of the model's heads is computed, logged and added with its config.loss weight: "mae_loss" for a
+    decoder, "mlm_loss" and "mlm_accuracy" for an MLM head, "contrastive_loss" and "logit_scale" for contrastive
+    heads.
+
     Args:
-      batch: "image" [B, H, W, 3], "text_ids" [B, L], "text_mask" [B, L], "image_index" [B].
+      batch: the inputs of the model's modalities ("image" [B, H, W, 3]; "text_ids", "text_mask" [B, L]), plus
+        "image_index" [B] for contrastive heads (captions of the same image are positives).
       key: PRNG key for the patch mask and the MLM corruption.
       loss_config: `config.loss`.
+      token_ids: tokenizer facts for the MLM corruption; None for models without text.
     """
-    images = batch["image"]
-    mask_key, mlm_key = jax.random.split(key)
-    num_patches = (images.shape[1] // model.patch_size) * (images.shape[2] // model.patch_size)
-    patch_mask = random_patch_mask(mask_key, images.shape[0], num_patches, loss_config.mask_ratio)
-
-    mlm_inputs = {}
-    if model.use_mlm:
-        targets = select_mlm_targets(mlm_key, batch["text_ids"], batch["text_mask"], special_ids=token_ids.special_ids,
-                                     mask_id=token_ids.mask_id, vocab_size=token_ids.vocab_size,
-                                     mask_prob=loss_config.mlm_mask_prob)
-        mlm_inputs = dict(mlm_input_ids=targets.input_ids, mlm_positions=targets.positions)
-
-    outputs = model.apply({"params": params}, images, batch["text_ids"], batch["text_mask"], patch_mask, **mlm_inputs)
+    inputs = training_inputs(model, batch, key, loss_config.get("mask_ratio", 0.0),
+                             loss_config.get("mlm_mask_prob", 0.0), token_ids)
+    outputs = model.apply({"params": params}, **inputs.kwargs)
 
     metrics = {}
-    metrics["mae_loss"] = mae_loss(outputs["pixel_predictions"], images, patch_mask.mask, model.patch_size,
-                                   loss_config.norm_pix_loss)
-    metrics["contrastive_loss"] = contrastive_loss(outputs["image_embedding"], outputs["text_embedding"],
-                                                   outputs["logit_scale"], batch["image_index"])
-    metrics["logit_scale"] = outputs["logit_scale"]
-    total = loss_config.mae_weight * metrics["mae_loss"] + loss_config.contrastive_weight * metrics["contrastive_loss"]
-    if model.use_mlm:
+    total = jnp.zeros((), jnp.float32)
+    if "pixel_predictions" in outputs:
+        metrics["mae_loss"] = mae_loss(outputs["pixel_predictions"], batch["image"], inputs.patch_mask.mask,
+                                       model.patch_size, loss_config.norm_pix_loss)
+        total = total + loss_config.mae_weight * metrics["mae_loss"]
+    if "image_embedding" in outputs:
+        metrics["contrastive_loss"] = contrastive_loss(outputs["image_embedding"], outputs["text_embedding"],
+                                                       outputs["logit_scale"], batch["image_index"])
+        metrics["logit_scale"] = outputs["logit_scale"]
+        total = total + loss_config.contrastive_weight * metrics["contrastive_loss"]
+    if "mlm_logits" in outputs:
+        targets = inputs.mlm_targets
         metrics["mlm_loss"], metrics["mlm_accuracy"] = mlm_loss(outputs["mlm_logits"], targets.labels, targets.weights)
         total = total + loss_config.mlm_weight * metrics["mlm_loss"]
     metrics["loss"] = total
@@ -66,7 +58,7 @@ def compute_losses(params, model, batch: dict, key: jax.Array, loss_config,
 
 
 def make_train_step(model, optimizer: optax.GradientTransformation, schedule: optax.Schedule, loss_config,
-                    token_ids: TokenIds, seed: int, state_shardings, batch_sharding) -> Callable:
+                    token_ids: Optional[TokenIds], seed: int, state_shardings, batch_sharding) -> Callable:
     """Build the jitted step (state, batch) -> (new state, metrics).
 
     The state is donated, so its buffers are reused for the new state. The batch is global and sharded over the

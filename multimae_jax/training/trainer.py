@@ -1,4 +1,4 @@
-"""The training loop of the fusion MAE: data, model, sharded steps, checkpoints, logs and evaluation."""
+"""The training loop of every task: data, model, sharded steps, checkpoints, logs and evaluation."""
 
 import json
 import logging
@@ -14,37 +14,36 @@ import numpy as np
 from multimae_jax.data import pipeline
 from multimae_jax.data.splits import load_splits
 from multimae_jax.data.tokenizer import load_tokenizer
-from multimae_jax.evaluation.reconstructions import write_split_reconstructions
-from multimae_jax.evaluation.retrieval_evaluator import build_retrieval_evaluator
-from multimae_jax.models.fusion_mae import build_fusion_mae
-from multimae_jax.models.patch_masking import full_patch_mask
-from multimae_jax.models.token_masking import max_mlm_predictions
+from multimae_jax.evaluation.task_evaluator import TaskEvaluator
+from multimae_jax.tasks.registry import get_task
+from multimae_jax.tasks.model_builder import build_model
 from multimae_jax.training import sharding
 from multimae_jax.training.checkpointing import Checkpointer
 from multimae_jax.training.config_checks import validate_config
 from multimae_jax.training.durations import resolve_steps
 from multimae_jax.training.metric_logging import MetricLogger, format_duration
 from multimae_jax.training.optimizer import count_parameters, learning_rate_schedule, make_optimizer
+from multimae_jax.training.model_inputs import TokenIds, example_inputs
 from multimae_jax.training.train_state import TrainState
-from multimae_jax.training.train_step import TokenIds, make_train_step
+from multimae_jax.training.train_step import make_train_step
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def init_params(model, key: jax.Array, image_size: int, max_text_length: int):
-    """Initialise the model's parameters from dummy inputs of one example."""
-    num_patches = (image_size // model.patch_size) ** 2
-    images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    text_ids = jnp.zeros((1, max_text_length), jnp.int32)
-    text_mask = jnp.ones((1, max_text_length), jnp.int32)
-    mlm_positions = jnp.zeros((1, max_mlm_predictions(max_text_length, 0.15)), jnp.int32)
-    return model.init(key, images, text_ids, text_mask, full_patch_mask(1, num_patches), text_ids,
-                      mlm_positions)["params"]
+def init_params(model, key: jax.Array, image_size: Optional[int], max_text_length: int):
+    """Initialise the model's parameters from dummy inputs of one example.
+
+    Args:
+      image_size: the square side used for the dummy image; None for models without images. The parameters do
+        not depend on it, since position embeddings are computed for each input's patch grid.
+      max_text_length: the text length; ignored by models without text.
+    """
+    return model.init(key, **example_inputs(model, image_size, max_text_length))["params"]
 
 
-def init_train_state(model, optimizer, mesh, image_size: int, max_text_length: int, seed: int):
+def init_train_state(model, optimizer, mesh, image_size: Optional[int], max_text_length: int, seed: int):
     """Initialise the train state directly into its shardings.
 
     Shapes come from jax.eval_shape, so nothing is allocated before the shardings are known.
@@ -74,37 +73,43 @@ def abstract_with_shardings(shardings, tree):
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Train the fusion MAE from `config`, resuming from the newest checkpoint in `workdir`.
+    """Train the task of `config`, resuming from the newest checkpoint in `workdir`.
 
     Returns:
       The final evaluation metrics (test split, or val when there is no test split).
     """
     validate_config(config)
+    task = get_task(config.task)
     os.makedirs(workdir, exist_ok=True)
     run_start = time.time()
+    logging.info("Task %s: %s", task.name, task.summary)
 
     # ---------------------------------------------------------------- Data and tokenizer.
     splits = load_splits(config.data, config.seed)
-    tokenizer = load_tokenizer(config.data.tokenizer, training_texts=splits.train.captions, cache_dir=workdir,
-                               vocab_size=config.data.vocab_size)
-    logging.info("Tokenizer: %s", tokenizer)
+    tokenizer = None
+    if task.uses_text:
+        tokenizer = load_tokenizer(config.data.tokenizer, training_texts=splits.train.captions, cache_dir=workdir,
+                                   vocab_size=config.data.vocab_size)
+        logging.info("Tokenizer: %s", tokenizer)
     image_size = splits.image_size
-    if image_size % config.model.patch_size:
+    if task.uses_images and image_size % config.model.patch_size:
         raise ValueError(f"config.data.image_size {image_size} is not divisible by config.model.patch_size "
                          f"{config.model.patch_size}")
+    max_text_length = config.data.max_text_length if task.uses_text else 0
 
     # ---------------------------------------------------------------- Durations.
-    steps_per_epoch = splits.train.num_captions / config.train.batch_size
-    if config.train.batch_size > splits.train.num_captions:
+    # An example is an image for tasks without text and a caption (with its image, if any) otherwise.
+    unit = "images" if task.modalities == ("image",) else "captions"
+    num_examples = splits.train.num_images if unit == "images" else splits.train.num_captions
+    steps_per_epoch = num_examples / config.train.batch_size
+    if task.has("contrastive") and config.train.batch_size > num_examples:
         logging.warning("train.batch_size %d exceeds the %d training captions, so each batch repeats captions and "
                         "the contrastive loss compares copies of the same pairs", config.train.batch_size,
-                        splits.train.num_captions)
+                        num_examples)
     total_steps = resolve_steps(config.train, "num", steps_per_epoch)
     warmup_steps = resolve_steps(config.train, "warmup", steps_per_epoch)
     eval_every = resolve_steps(config.eval, "every", steps_per_epoch)
     checkpoint_every = resolve_steps(config.checkpoint, "every", steps_per_epoch)
-    if config.train.log_every_steps < 1:
-        raise ValueError(f"train.log_every_steps must be >= 1, got {config.train.log_every_steps}")
 
     # ---------------------------------------------------------------- Mesh, model and optimizer.
     mesh = sharding.make_mesh()
@@ -112,66 +117,70 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logging.info("Mesh %s over %d devices (%s) in %d processes; global batch %d, %d per process",
                  dict(mesh.shape), mesh.devices.size, jax.devices()[0].platform, jax.process_count(),
                  config.train.batch_size, local_batch_size)
-    use_mlm = config.loss.mlm_weight > 0
-    model = build_fusion_mae(config.model, tokenizer.vocab_size, config.data.max_text_length, use_mlm)
+    model = build_model(task, config, tokenizer.vocab_size if tokenizer else 0)
     schedule = learning_rate_schedule(config.train.lr, config.train.min_lr, warmup_steps, total_steps)
     optimizer = make_optimizer(config.train, schedule)
-    state, state_shardings = init_train_state(model, optimizer, mesh, image_size, config.data.max_text_length,
-                                              config.seed)
+    state, state_shardings = init_train_state(model, optimizer, mesh, image_size, max_text_length, config.seed)
     logging.info("Model: %s parameters", f"{count_parameters(state.params):,}")
 
     # ---------------------------------------------------------------- Checkpoint and resume.
     checkpointer = Checkpointer(workdir, checkpoint_every, config.checkpoint.max_to_keep)
     if checkpointer.latest_step() is not None:
+        saved_task = checkpointer.restore_metadata().get("task", "fusion")
+        if saved_task != task.name:
+            raise ValueError(f"{workdir} holds checkpoints of task {saved_task!r}, not {task.name!r}; use another "
+                             f"--workdir or the config of task {saved_task!r}")
         state = checkpointer.restore(abstract_with_shardings(state_shardings, state))
         logging.info("Resumed from the checkpoint of step %d", int(state.step))
     start_step = int(jax.device_get(state.step))
-    metadata = {"config": json.loads(config.to_json_best_effort()), "vocab_size": tokenizer.vocab_size,
-                "tokenizer": tokenizer.source, "image_size": image_size}
+    metadata = {"config": json.loads(config.to_json_best_effort()), "task": task.name, "image_size": image_size,
+                "vocab_size": tokenizer.vocab_size if tokenizer else None,
+                "tokenizer": tokenizer.source if tokenizer else None}
 
     # ---------------------------------------------------------------- Evaluators.
-    val_evaluator = build_retrieval_evaluator(config, splits, "val", tokenizer, model, mesh)
-    final_evaluator = build_retrieval_evaluator(config, splits, "test" if splits.test is not None else "val",
-                                                tokenizer, model, mesh)
+    val_evaluator = TaskEvaluator(config, task, splits, "val", tokenizer, model, mesh)
+    final_evaluator = TaskEvaluator(config, task, splits, "", tokenizer, model, mesh)
 
     # ---------------------------------------------------------------- Update step.
-    token_ids = TokenIds(tuple(tokenizer.special_ids), tokenizer.mask_id, tokenizer.vocab_size)
+    token_ids = None
+    if tokenizer is not None:
+        token_ids = TokenIds(tuple(tokenizer.special_ids), tokenizer.mask_id, tokenizer.vocab_size)
     train_step = make_train_step(model, optimizer, schedule, config.loss, token_ids, config.seed, state_shardings,
                                  sharding.batch_sharding(mesh))
-    metric_logger = MetricLogger(workdir, total_steps, config.train.batch_size)
+    metric_logger = MetricLogger(workdir, total_steps, config.train.batch_size,
+                                 unit="images" if task.uses_images else "texts")
 
     # ---------------------------------------------------------------- Training loop.
     if start_step >= total_steps:
         logging.info("The checkpoint of step %d already reaches train.num_steps=%d; nothing to train", start_step,
                      total_steps)
     else:
-        logging.info("Training from step %d to %d (%.2f epochs of %d captions)", start_step, total_steps,
-                     total_steps / steps_per_epoch, splits.train.num_captions)
-        state = _train_loop(config, workdir, state, train_step, splits, tokenizer, image_size, local_batch_size,
-                            start_step, total_steps, eval_every, mesh, checkpointer, metadata, metric_logger,
-                            val_evaluator, model)
+        logging.info("Training from step %d to %d (%.2f epochs of %d %s)", start_step, total_steps,
+                     total_steps / steps_per_epoch, num_examples, unit)
+        state = _train_loop(config, task, workdir, state, train_step, splits, tokenizer, image_size, max_text_length,
+                            local_batch_size, start_step, total_steps, eval_every, mesh, checkpointer, metadata,
+                            metric_logger, val_evaluator)
 
     checkpointer.save(state, metadata)
     checkpointer.wait()
     final_step = int(jax.device_get(state.step))
     result = final_evaluator.evaluate(state.params, final_step, workdir)
     metric_logger.write_eval(final_step, final_evaluator.split_name, result)
-    write_split_reconstructions(config, model, state.params, final_evaluator.split, tokenizer, final_step, workdir)
     checkpointer.close()
     logging.info("Finished at step %d in %s; results in %s", final_step, format_duration(time.time() - run_start),
                  workdir)
     return result
 
 
-def _train_loop(config, workdir, state, train_step, splits, tokenizer, image_size, local_batch_size, start_step,
-                total_steps, eval_every, mesh, checkpointer, metadata, metric_logger, val_evaluator,
-                model) -> TrainState:
+def _train_loop(config, task, workdir, state, train_step, splits, tokenizer, image_size, max_text_length,
+                local_batch_size, start_step, total_steps, eval_every, mesh, checkpointer, metadata, metric_logger,
+                val_evaluator) -> TrainState:
     """Run the steps [start_step, total_steps) with logging, evaluation and checkpointing."""
     dataset = pipeline.make_train_dataset(
-        splits.train, tokenizer, local_batch_size=local_batch_size, image_size=image_size,
-        max_text_length=config.data.max_text_length, seed=config.seed, shard_index=jax.process_index(),
-        shard_count=jax.process_count(), min_crop_scale=config.data.min_crop_scale,
-        random_flip=config.data.random_flip)
+        splits.train, tokenizer, local_batch_size=local_batch_size, image_size=image_size or 1,
+        max_text_length=max_text_length or 2, seed=config.seed, shard_index=jax.process_index(),
+        shard_count=jax.process_count(), min_crop_scale=config.data.get("min_crop_scale", 1.0),
+        random_flip=config.data.get("random_flip", False), modalities=task.modalities)
     batches = pipeline.make_train_iterator(dataset, start_step, config.data.num_workers)
 
     pending: Optional[tuple[int, dict]] = None
@@ -204,7 +213,6 @@ def _train_loop(config, workdir, state, train_step, splits, tokenizer, image_siz
             if eval_every and step % eval_every == 0 and step != total_steps:
                 result = val_evaluator.evaluate(state.params, step, workdir)
                 metric_logger.write_eval(step, "val", result)
-                write_split_reconstructions(config, model, state.params, val_evaluator.split, tokenizer, step, workdir)
                 metric_logger.start_interval(step)
             if checkpointer.should_save(step):
                 checkpointer.save(state, metadata)
