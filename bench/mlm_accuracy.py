@@ -4,8 +4,8 @@ Trains configs/mlm.py on the Flickr8k captions (../shared/data/flickr8k by defau
 fixed number of steps through launch.py, in a fresh workdir, then reads the held-out
 evaluation (the 5,000 captions of the official 1,000-image dev split) from eval_val.json.
 It prints masked-token accuracy and perplexity of the trained encoder next to the peer
-a model must beat to have learned anything from context: the unigram baseline, which
-answers every masked token with the most frequent training token and whose perplexity
+a model must beat to have learned anything from context: the unigram baseline. It
+predicts every masked token as the most frequent training token, and its perplexity
 is that of the training token frequencies. Both are measured on the same masked tokens
 (the same corruption draws) in the same run.
 

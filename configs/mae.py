@@ -1,8 +1,8 @@
 r"""Image MAE: a ViT encoder over the visible 25% of patches and a light decoder that predicts the hidden pixels.
 
 Images come from the built-in scenes (default), the images of a COCO Karpathy folder (`data.root`), or any
-folder of images searched recursively (`data.image_dir`; a hashed `data.heldout_fraction` of the files is held
-out). Evaluation reports the held-out reconstruction loss and writes reconstruction grids to
+folder of images searched recursively (`data.image_dir`). With a folder, a share of the files chosen by hashing
+(`data.heldout_fraction`) is held out for evaluation. Evaluation reports the held-out reconstruction loss and writes reconstruction grids to
 <workdir>/reconstructions/.
 
   python launch.py --config configs/mae.py:vit_tiny --workdir /tmp/mae_tiny

@@ -1,8 +1,8 @@
 r"""Text MLM: a BERT-style encoder trained to predict masked tokens (BERT's 80/10/10 corruption).
 
 Text comes from the built-in scene captions (default), the captions of a COCO Karpathy folder (`data.root`),
-or a UTF-8 text file with one example per line (`data.text_file`; a hashed `data.heldout_fraction` of the
-lines is held out). Images are never decoded. Evaluation reports held-out masked-token accuracy and
+or a UTF-8 text file with one example per line (`data.text_file`). With a text file, a share of the lines chosen
+by hashing (`data.heldout_fraction`) is held out for evaluation. Images are never decoded. Evaluation reports held-out masked-token accuracy and
 perplexity next to a unigram-frequency baseline.
 
   python launch.py --config configs/mlm.py:vit_tiny --workdir /tmp/mlm_tiny

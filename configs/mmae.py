@@ -1,7 +1,7 @@
 r"""MMAE: image MAE, text MLM and image-text contrastive learning side by side, without a fusion transformer.
 
 The image encoder learns from the pixel loss on masked patches and the text encoder from masked-token
-prediction; the contrastive loss aligns the two encoders' CLS embeddings. Evaluation reports image-text
+prediction. The contrastive loss aligns the two encoders' CLS embeddings. Evaluation reports image-text
 retrieval, the held-out reconstruction loss and masked-token accuracy, and writes reconstruction grids.
 
   python launch.py --config configs/mmae.py:vit_tiny --workdir /tmp/mmae_tiny

@@ -69,7 +69,7 @@ def test_reconstruction_loss_ignores_padding_rows():
 
     result = evaluator.evaluate(params, step=0)
 
-    # The one batch holds the 3 images and a padding copy of the last; the mask comes from fold_in(key(5), 0).
+    # The one batch contains the 3 images and a padding copy of the last; the mask comes from fold_in(key(5), 0).
     images = np.stack([eval_image_transform(split.load_image(i), IMAGE_SIZE) for i in (0, 1, 2, 2)])
     patch_mask = random_patch_mask(jax.random.fold_in(jax.random.key(5), 0), 4, 16, 0.75)
     predictions = model.apply({"params": params}, jnp.asarray(images), patch_mask, method=model.predict_pixels)

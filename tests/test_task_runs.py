@@ -179,7 +179,7 @@ def test_checkpoint_of_another_task_is_rejected(tmp_path):
 
     resumed = run_launch(workdir, *TINY_OVERRIDES["mae"], "--config.train.num_steps=2", task="mae")
     assert resumed.returncode != 0
-    assert "holds checkpoints of task 'mlm', not 'mae'" in resumed.stderr
+    assert "contains checkpoints of task 'mlm', not 'mae'" in resumed.stderr
 
     reconstructed = run_launch(workdir, *TINY_OVERRIDES["mlm"], "--mode=reconstruct", f"--image={workdir}/x.png",
                                task="mlm")

@@ -23,7 +23,7 @@ def unigram_log_probs(texts: Sequence[str], tokenizer, max_text_length: int) -> 
     """Return float32 [vocab_size] log-probabilities of a unigram model of the texts' tokens.
 
     Counts cover the non-special tokens of every text, truncated as in training, with add-one smoothing over the
-    non-special vocabulary. Special tokens get -inf: MLM never asks for them.
+    non-special vocabulary. Special tokens get -inf, because MLM never selects them as targets.
     """
     counts = np.zeros(tokenizer.vocab_size, np.int64)
     for start in range(0, len(texts), _COUNT_CHUNK):
@@ -38,7 +38,7 @@ def unigram_log_probs(texts: Sequence[str], tokenizer, max_text_length: int) -> 
 class MaskedTokenEvaluator:
     """Masked-token accuracy and perplexity over every text of a split, with the same corruption each time.
 
-    Texts are corrupted as in training (BERT's 80/10/10 rule at loss.mlm_mask_prob); batch b draws its
+    Texts are corrupted as in training, with BERT's 80/10/10 rule at loss.mlm_mask_prob. Batch b draws its
     corruption from fold_in(key(seed), b), so two evaluations differ only by the parameters. The unigram
     baseline predicts every masked token from the training texts' token frequencies: its accuracy is that of
     always answering the most frequent token, and its perplexity that of the smoothed frequency distribution.
@@ -46,14 +46,11 @@ class MaskedTokenEvaluator:
 
     def __init__(self, split, split_name: str, tokenizer, model, mesh, *, train_texts: Sequence[str],
                  batch_size: int, max_text_length: int, mask_prob: float, seed: int):
-        num_devices = mesh.devices.size
-        if batch_size % num_devices:
-            raise ValueError(f"eval.batch_size {batch_size} must be divisible by the number of devices ({num_devices})")
+        self.local_batch_size = sharding.local_batch_size(batch_size, mesh, field="eval.batch_size")
         self.split = split
         self.split_name = split_name
         self.tokenizer = tokenizer
         self.mesh = mesh
-        self.local_batch_size = batch_size // jax.process_count()
         self.max_text_length = max_text_length
         self.seed = seed
         token_ids = TokenIds(tuple(tokenizer.special_ids), tokenizer.mask_id, tokenizer.vocab_size)

@@ -23,13 +23,10 @@ class ReconstructionLossEvaluator:
 
     def __init__(self, split, split_name: str, model, mesh, *, batch_size: int, image_size: int, mask_ratio: float,
                  norm_pix_loss: bool, seed: int, num_workers: int = 0):
-        num_devices = mesh.devices.size
-        if batch_size % num_devices:
-            raise ValueError(f"eval.batch_size {batch_size} must be divisible by the number of devices ({num_devices})")
+        self.local_batch_size = sharding.local_batch_size(batch_size, mesh, field="eval.batch_size")
         self.split = split
         self.split_name = split_name
         self.mesh = mesh
-        self.local_batch_size = batch_size // jax.process_count()
         self.image_size = image_size
         self.seed = seed
         self.num_workers = num_workers

@@ -33,14 +33,11 @@ class RetrievalEvaluator:
 
     def __init__(self, split, split_name: str, tokenizer, model, mesh, *, batch_size: int, image_size: int,
                  max_text_length: int, num_workers: int = 0, ks=(1, 5, 10)):
-        num_devices = mesh.devices.size
-        if batch_size % num_devices:
-            raise ValueError(f"eval.batch_size {batch_size} must be divisible by the number of devices ({num_devices})")
+        self.local_batch_size = sharding.local_batch_size(batch_size, mesh, field="eval.batch_size")
         self.split = split
         self.split_name = split_name
         self.tokenizer = tokenizer
         self.mesh = mesh
-        self.local_batch_size = batch_size // jax.process_count()
         self.image_size = image_size
         self.max_text_length = max_text_length
         self.num_workers = num_workers

@@ -34,9 +34,9 @@ class MultimodalMae(nn.Module):
     """Image and text encoders with optional fusion transformer, MAE decoder, MLM head and contrastive heads.
 
     A component exists when its size is given: `image_stack` (ViT encoder over the visible patches), `text_stack`
-    (text encoder), `decoder_stack` (MAE decoder; needs the image encoder), `use_mlm` (MLM head; needs the text
-    encoder), `embed_dim` > 0 (contrastive projections and temperature) and `fusion_stack` (fusion transformer);
-    the last two need both encoders. Parameter names do not depend on which other components exist, so the encoders of one
+    (text encoder), `decoder_stack` (MAE decoder, which needs the image encoder), `use_mlm` (MLM head, which needs
+    the text encoder), `embed_dim` > 0 (contrastive projections and temperature) and `fusion_stack` (fusion
+    transformer). The last two need both encoders. Parameter names do not depend on which other components exist, so the encoders of one
     task's checkpoint have the same paths as in another's.
 
     Data flow of the training pass:

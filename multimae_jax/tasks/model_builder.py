@@ -9,7 +9,7 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def uses_mlm(task: Task, config) -> bool:
-    """Whether the MLM head is built: the task has one and config.loss.mlm_weight is positive."""
+    """Return whether the MLM head is built: the task has one and config.loss.mlm_weight is positive."""
     return task.has("mlm") and config.loss.mlm_weight > 0
 
 

@@ -1,12 +1,12 @@
-"""What a task is: the model components it combines and the losses it trains.
+"""The task description: the model components a task combines and the losses it trains.
 
 This module imports no JAX, so config files and config checks can use it before JAX starts.
 """
 
 import dataclasses
 
-# Components a task can combine. "image", "text", "fusion" and "decoder" are transformer stacks sized by the
-# config section of the same name under config.model; "mlm" is the MLM head and "contrastive" the projection
+# Components a task can combine. "image", "text", "fusion" and "decoder" are transformer stacks, each sized by
+# the config.model section of the same name. "mlm" is the MLM head, and "contrastive" is the pair of projection
 # heads (config.model.embed_dim) with the learnable temperature.
 COMPONENTS = ("image", "text", "fusion", "decoder", "mlm", "contrastive")
 STACK_COMPONENTS = ("image", "text", "fusion", "decoder")

@@ -69,10 +69,14 @@ def global_batch_from_local(local_batch: dict, mesh: Mesh) -> dict:
             for name, value in local_batch.items()}
 
 
-def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-    """Return this process's share of the global batch, checking that it divides evenly over devices."""
+def local_batch_size(global_batch_size: int, mesh: Mesh, field: str = "train.batch_size") -> int:
+    """Return this process's share of the global batch, checking that it divides evenly over devices.
+
+    Args:
+      field: the config field the batch size comes from, named in the error.
+    """
     num_devices = mesh.devices.size
     if global_batch_size % num_devices:
-        raise ValueError(f"train.batch_size {global_batch_size} must be divisible by the number of devices "
+        raise ValueError(f"{field} {global_batch_size} must be divisible by the number of devices "
                          f"({num_devices}); pick a multiple of {num_devices}")
     return global_batch_size // jax.process_count()

@@ -128,7 +128,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if checkpointer.latest_step() is not None:
         saved_task = checkpointer.restore_metadata().get("task", "fusion")
         if saved_task != task.name:
-            raise ValueError(f"{workdir} holds checkpoints of task {saved_task!r}, not {task.name!r}; use another "
+            raise ValueError(f"{workdir} contains checkpoints of task {saved_task!r}, not {task.name!r}; use another "
                              f"--workdir or the config of task {saved_task!r}")
         state = checkpointer.restore(abstract_with_shardings(state_shardings, state))
         logging.info("Resumed from the checkpoint of step %d", int(state.step))
