@@ -17,9 +17,10 @@ Write the MAE reconstructions of image files with the newest checkpoint to <work
       --image photo1.jpg --image photo2.jpg
 """
 
+import logging
 import os
 import sys
-import logging
+import traceback
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -81,6 +82,13 @@ def main(argv):
     logging.info("Config %s:%s, workdir %s", config.task, config.get("variant", ""), workdir)
     try:
         _run_mode(config, workdir)
+    except (ValueError, FileNotFoundError) as error:
+        # These carry a message about the input (a file, a field, a checkpoint) and the fix, so stderr gets the
+        # message alone and train.log the traceback as well, for a bug report.
+        logging.error("The run failed: %s: %s", type(error).__name__, error)
+        with open(os.path.join(workdir, "train.log"), "a", encoding="utf-8") as log_file:
+            log_file.write(traceback.format_exc())
+        sys.exit(1)
     except Exception as error:
         # The traceback goes to stderr; train.log gets the cause too, so a failed run is visible in its log.
         logging.error("The run failed: %s: %s", type(error).__name__, error)
@@ -107,6 +115,18 @@ def _run_mode(config, workdir: str) -> None:
     train_and_evaluate(config, workdir)
 
 
+def _parse_flags(argv):
+    """Parse the flags, turning an override of a field the config lacks into a one-line error."""
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as error:
+        # ml_collections raises these, with a long traceback, for --config.a.b naming no field.
+        from multimae_jax.tasks.config_overrides import explain_unknown_field
+
+        print(f"FATAL Flags parsing error: {explain_unknown_field(argv, error)}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -56,8 +56,8 @@ def test_masked_token_evaluator_is_repeatable(tokenizer):
     assert 5 <= first["num_masked_tokens"] <= 5 * (TEXT_LENGTH - 2)
     assert 0.0 <= first["mlm_accuracy"] <= 1.0
     assert first["mlm_perplexity"] == pytest.approx(np.exp(first["mlm_loss"]))
-    # An untrained model is close to uniform over the vocabulary.
-    assert first["mlm_perplexity"] == pytest.approx(tokenizer.vocab_size, rel=0.5)
+    # Untrained logits have a spread of about one unit, so the perplexity is of the order of the vocabulary size.
+    assert tokenizer.vocab_size / 4 < first["mlm_perplexity"] < tokenizer.vocab_size * 4
 
 
 def test_reconstruction_loss_ignores_padding_rows():

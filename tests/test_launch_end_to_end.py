@@ -40,7 +40,7 @@ def test_builtin_run_trains_evaluates_and_resumes(tmp_path):
     assert "Using built-in data" in first_line
 
     result = read_json(workdir / "eval_test.json")
-    assert METRIC_KEYS | {"rsum", "step", "split", "num_images", "num_captions"} == set(result)
+    assert METRIC_KEYS | {"rsum", "step", "split", "num_images", "num_captions", "image_size"} == set(result)
     assert result["step"] == 4
     assert result["split"] == "test"
     assert result["num_images"] == 7

@@ -104,6 +104,7 @@ def test_mae_trains_from_image_folder(tmp_path):
                         "--config.eval.every_steps=0", "--config.checkpoint.every_steps=0", task="mae")
     assert_succeeded(result)
     assert "Using the images under" in result.stderr
+    assert "config.loss.mask_ratio" not in result.stderr
 
     metrics = read_json(workdir / "eval_val.json")
     assert metrics["split"] == "val"
@@ -134,7 +135,7 @@ def test_image_folder_is_rejected_by_tasks_with_text(tmp_path):
     result = run_launch(tmp_path / "run", *TINY_OVERRIDES["mmae"], f"--config.data.image_dir={tmp_path}",
                         task="mmae")
     assert result.returncode != 0
-    assert "image_dir" in result.stderr
+    assert "config.data.image_dir is not a field of this config file. It is a field of the mae task" in result.stderr
 
 
 def test_two_data_sources_are_rejected(tmp_path):
@@ -157,7 +158,15 @@ def test_mae_checkpoint_evaluates_and_reconstructs_at_other_sizes(tmp_path):
 
     larger = run_launch(workdir, *TINY_OVERRIDES["mae"], "--mode=eval", "--config.data.image_size=48", task="mae")
     assert_succeeded(larger)
-    assert np.isfinite(read_json(workdir / "eval_test.json")["mae_loss"])
+    at_48 = read_json(workdir / "eval_test.json")
+    assert np.isfinite(at_48["mae_loss"])
+    assert at_48["image_size"] == 48
+    assert at_48["checkpoint"] == str(workdir / "checkpoints" / "2")
+    assert "config.data.image_size: checkpoint 32, config 48" in larger.stderr
+    with PIL.Image.open(workdir / "reconstructions" / "eval_test_step_2.png") as image:
+        assert image.size == (4 * 48, 7 * 48)
+    with PIL.Image.open(workdir / "reconstructions" / "step_2.png") as image:
+        assert image.size == (4 * 32, 7 * 32)
 
     photo = tmp_path / "wide.png"
     PIL.Image.fromarray(np.full((30, 60, 3), 90, np.uint8)).save(photo)
@@ -179,7 +188,7 @@ def test_checkpoint_of_another_task_is_rejected(tmp_path):
 
     resumed = run_launch(workdir, *TINY_OVERRIDES["mae"], "--config.train.num_steps=2", task="mae")
     assert resumed.returncode != 0
-    assert "contains checkpoints of task 'mlm', not 'mae'" in resumed.stderr
+    assert "was trained by task 'mlm', but the config is for task 'mae'" in resumed.stderr
 
     reconstructed = run_launch(workdir, *TINY_OVERRIDES["mlm"], "--mode=reconstruct", f"--image={workdir}/x.png",
                                task="mlm")
@@ -201,3 +210,26 @@ def test_mmae_on_eight_devices_matches_single_device_evaluation(tmp_path):
     for key in ("mae_loss", "mlm_accuracy", "mlm_loss", "unigram_accuracy", "t2i/R@1", "i2t/mAP"):
         assert on_one[key] == pytest.approx(on_eight[key], rel=1e-5, abs=1e-6), key
     assert on_one["num_masked_tokens"] == on_eight["num_masked_tokens"]
+
+
+def test_misplaced_override_names_the_task_config(tmp_path):
+    result = run_launch(tmp_path / "run", *TINY_OVERRIDES["mlm"], "--config.data.image_dir=/data/photos", task="mlm")
+    assert result.returncode == 1
+    assert ("--config.data.image_dir: config.data.image_dir is not a field of this config file. It is a field of "
+            "the mae task config (configs/mae.py).") in result.stderr
+    assert "Traceback" not in result.stderr
+
+    misspelt = run_launch(tmp_path / "run", *TINY_OVERRIDES["mlm"], "--config.train.num_step=3", task="mlm")
+    assert misspelt.returncode == 1
+    assert "config.train.num_step is not a field of this config file; did you mean 'num_steps'?" in misspelt.stderr
+
+
+def test_input_errors_print_no_traceback(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_launch(tmp_path / "run", *TINY_OVERRIDES["mae"], f"--config.data.image_dir={empty}", task="mae")
+    assert result.returncode == 1
+    assert f"Image folder {empty} contains no image file" in result.stderr
+    assert "Traceback" not in result.stderr
+    with open(tmp_path / "run" / "train.log", encoding="utf-8") as log:
+        assert "Traceback" in log.read()

@@ -195,3 +195,23 @@ def test_fusion_pixel_predictions_need_captions(scenes_and_tokenizer):
     params = jax.jit(lambda key: init_params(model, key, IMAGE_SIZE, TEXT_LENGTH))(jax.random.key(0))
     with pytest.raises(ValueError, match="need the captions"):
         reconstruct_jit(model, params, jnp.zeros((1, 32, 32, 3)), jax.random.key(3), 0.75, None, None, True)
+
+
+def test_mask_that_hides_nothing_is_rejected():
+    config = load_config("mae")
+    config.loss.mask_ratio = 0.0
+    with pytest.raises(ValueError, match=r"config.loss.mask_ratio=0.0: hides none of the 49 patches at 112 px"):
+        validate_config(config)
+    config.loss.mask_ratio = 0.01
+    with pytest.raises(ValueError, match="hides none of the 49 patches"):
+        validate_config(config)
+
+
+def test_durations_are_checked():
+    config = load_config("mlm")
+    config.train.num_steps = -5
+    config.checkpoint.every_epochs = -1.0
+    with pytest.raises(ValueError) as raised:
+        validate_config(config)
+    assert "config.train.num_steps=-5: must be >= 1" in str(raised.value)
+    assert "config.checkpoint.every_epochs=-1.0: must be >= 0" in str(raised.value)

@@ -6,7 +6,6 @@ import os
 import re
 from typing import Any, NamedTuple, Optional
 
-import flax
 import jax
 import numpy as np
 from jax.sharding import Mesh
@@ -21,6 +20,7 @@ from multimae_jax.tasks.task import Task
 from multimae_jax.training import sharding
 from multimae_jax.training.checkpointing import Checkpointer
 from multimae_jax.training.config_checks import validate_config
+from multimae_jax.training.saved_config import check_model_config, check_task, warn_about_data_and_loss_changes
 from multimae_jax.training.trainer import abstract_with_shardings, init_params
 
 
@@ -51,6 +51,7 @@ class RestoredModel(NamedTuple):
     model: MultimodalMae
     params: Any
     step: int
+    checkpoint_path: str
     tokenizer: Optional[TextTokenizer]
     mesh: Mesh
 
@@ -78,11 +79,9 @@ def restore_checkpoint_model(config, workdir: str, checkpoint: Optional[str] = N
     metadata = checkpointer.restore_metadata(step)
     task = get_task(config.task)
     checkpoint_path = os.path.join(directory, str(step))
-    saved_task = metadata.get("task", "fusion")
-    if saved_task != task.name:
-        raise ValueError(f"the checkpoint {checkpoint_path} was trained by task {saved_task!r}, but the config is for "
-                         f"task {task.name!r}; use configs/{saved_task}.py")
-    _check_model_config(config, metadata, checkpoint_path)
+    check_task(task.name, metadata, checkpoint_path)
+    check_model_config(config, metadata, checkpoint_path)
+    warn_about_data_and_loss_changes(config, metadata, checkpoint_path)
 
     tokenizer = _load_checkpoint_tokenizer(config, workdir, metadata) if task.uses_text else None
     mesh = sharding.make_mesh()
@@ -93,14 +92,16 @@ def restore_checkpoint_model(config, workdir: str, checkpoint: Optional[str] = N
     abstract = abstract_with_shardings(sharding.parameter_shardings(abstract, mesh), abstract)
     params = checkpointer.restore_params(abstract, step)
     checkpointer.close()
-    return RestoredModel(task=task, model=model, params=params, step=step, tokenizer=tokenizer, mesh=mesh)
+    return RestoredModel(task=task, model=model, params=params, step=step, checkpoint_path=checkpoint_path,
+                         tokenizer=tokenizer, mesh=mesh)
 
 
 def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) -> dict:
     """Evaluate a checkpoint's parameters on `config.eval.split` and write eval_<split>.json.
 
-    The evaluations are those of training (see `TaskEvaluator`), reconstruction grids included. See
-    `restore_checkpoint_model` for what is restored. With config.eval.export_embeddings (tasks with contrastive
+    The evaluations are those of training (see `TaskEvaluator`). The result also records the checkpoint folder,
+    and the reconstruction grid goes to `<workdir>/reconstructions/eval_<split>_step_<N>.png`, so the files of
+    the training run's own evaluations stay. See `restore_checkpoint_model` for what is restored. With config.eval.export_embeddings (tasks with contrastive
     heads), the embeddings are also saved to `<workdir>/embeddings_<split>_step<N>.npz`.
     """
     validate_config(config)
@@ -108,12 +109,15 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) 
     params, step = restored.params, restored.step
     splits = load_splits(config.data, config.seed)
 
-    evaluator = TaskEvaluator(config, restored.task, splits, config.eval.split, restored.tokenizer, restored.model,
-                              restored.mesh)
+    split_name, _ = splits.named(config.eval.split)
+    evaluator = TaskEvaluator(config, restored.task, splits, split_name, restored.tokenizer, restored.model,
+                              restored.mesh, grid_prefix=f"eval_{split_name}_step")
+    extra = {"checkpoint": restored.checkpoint_path}
     if not config.eval.get("export_embeddings", False):
-        return evaluator.evaluate(params, step, workdir)
+        return evaluator.evaluate(params, step, workdir, extra=extra)
 
-    result, image_embeddings, text_embeddings = evaluator.evaluate(params, step, workdir, return_embeddings=True)
+    result, image_embeddings, text_embeddings = evaluator.evaluate(params, step, workdir, return_embeddings=True,
+                                                                   extra=extra)
     if jax.process_index() == 0:
         path = os.path.join(workdir, f"embeddings_{evaluator.split_name}_step{step}.npz")
         split = evaluator.split
@@ -123,24 +127,6 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) 
         logging.info("Saved %d image and %d caption embeddings to %s", len(image_embeddings), len(text_embeddings),
                      path)
     return result
-
-
-def _check_model_config(config, metadata: dict, checkpoint_path: str) -> None:
-    """Raise ValueError naming every config.model field that differs from the checkpoint's training config."""
-    saved_model = metadata.get("config", {}).get("model")
-    if saved_model is None:
-        return
-    current = flax.traverse_util.flatten_dict(json.loads(config.model.to_json_best_effort()), sep=".")
-    saved = flax.traverse_util.flatten_dict(saved_model, sep=".")
-    # The compute dtype does not change the parameters, so evaluating in another dtype is allowed.
-    differences = []
-    for key in sorted(set(current) | set(saved)):
-        if key != "dtype" and current.get(key) != saved.get(key):
-            differences.append(f"config.model.{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}")
-    if differences:
-        raise ValueError(f"the checkpoint {checkpoint_path} was trained with other model settings than this config. "
-                         f"Use the config variant and --config.model overrides of the training run:\n  "
-                         + "\n  ".join(differences))
 
 
 def _load_checkpoint_tokenizer(config, workdir: str, metadata: dict):

@@ -182,8 +182,11 @@ def first_captions(split, count: int) -> list[str]:
     return captions
 
 
-def write_split_reconstructions(config, model, params, split, tokenizer, step: int, workdir: str) -> str:
-    """Write `<workdir>/reconstructions/step_<step>.png` for the split's first images, as training evaluations do.
+def write_split_reconstructions(config, model, params, split, tokenizer, step: int, workdir: str,
+                                prefix: str = "step") -> str:
+    """Write `<workdir>/reconstructions/<prefix>_<step>.png` for the split's first images.
+
+    Training evaluations use the prefix "step"; eval-only runs use their own, so they never replace those.
 
     The grid shows the first NUM_TRAINING_EXAMPLES images (fewer if the split is smaller), resized whole as in
     evaluation; a fusion model also reads their first captions. The patch mask comes from
@@ -199,7 +202,7 @@ def write_split_reconstructions(config, model, params, split, tokenizer, step: i
     if model.fusion_stack is not None:
         text_ids, text_mask = tokenizer.encode(first_captions(split, count), config.data.max_text_length)
 
-    path = os.path.join(workdir, "reconstructions", f"step_{step}.png")
+    path = os.path.join(workdir, "reconstructions", f"{prefix}_{step}.png")
     write_reconstruction_grid(model, params, images, path, key=jax.random.key(config.seed),
                               mask_ratio=config.loss.mask_ratio, text_ids=text_ids, text_mask=text_mask,
                               norm_pix_loss=config.loss.norm_pix_loss)

@@ -31,9 +31,14 @@ class TaskEvaluator:
     - an MAE decoder: a reconstruction grid, `<workdir>/reconstructions/step_<N>.png`.
     """
 
-    def __init__(self, config, task, splits, split_name: str, tokenizer, model, mesh):
-        """Build the evaluators of `split_name` ("val", "test", or "" for test when present, else val)."""
+    def __init__(self, config, task, splits, split_name: str, tokenizer, model, mesh, grid_prefix: str = "step"):
+        """Build the evaluators of `split_name` ("val", "test", or "" for test when present, else val).
+
+        Reconstruction grids are written to `<workdir>/reconstructions/<grid_prefix>_<step>.png`.
+        """
         self.split_name, self.split = splits.named(split_name)
+        self.grid_prefix = grid_prefix
+        self.image_size = splits.image_size
         self.config = config
         self.task = task
         self.model = model
@@ -58,16 +63,22 @@ class TaskEvaluator:
                 max_text_length=config.data.max_text_length, mask_prob=config.loss.mlm_mask_prob, seed=config.seed,
                 **common))
 
-    def evaluate(self, params, step: int, workdir: str, return_embeddings: bool = False):
+    def evaluate(self, params, step: int, workdir: str, return_embeddings: bool = False, extra: dict = None):
         """Evaluate, write `<workdir>/eval_<split>.json` and, for tasks with a decoder, the reconstruction grid.
 
+        Args:
+          extra: further entries for the result, such as the evaluated checkpoint.
+
         Returns:
-          The result dict ("step", "split" and every evaluator's metrics), or (result, image embeddings, text
-          embeddings) when return_embeddings is set, which needs contrastive heads.
+          The result dict ("step", "split", "image_size" for tasks with images, `extra` and every evaluator's
+          metrics), or (result, image embeddings, text embeddings) when return_embeddings is set, which needs
+          contrastive heads.
         """
         if return_embeddings and self.retrieval is None:
             raise ValueError(f"task {self.task.name!r} has no contrastive heads, so it has no embeddings to export")
-        result = {"step": int(step), "split": self.split_name}
+        result = {"step": int(step), "split": self.split_name, **(extra or {})}
+        if self.image_size:
+            result["image_size"] = self.image_size
         embeddings = ()
         for part in self.parts:
             if part is self.retrieval and return_embeddings:
@@ -77,7 +88,8 @@ class TaskEvaluator:
             result.update(metrics)
         write_eval_json(workdir, self.split_name, result)
         if self.task.writes_reconstructions:
-            write_split_reconstructions(self.config, self.model, params, self.split, self.tokenizer, step, workdir)
+            write_split_reconstructions(self.config, self.model, params, self.split, self.tokenizer, step, workdir,
+                                        prefix=self.grid_prefix)
         if return_embeddings:
             return (result, *embeddings)
         return result

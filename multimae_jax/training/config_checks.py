@@ -1,5 +1,7 @@
 """Checks of a task config's values, run before any data is read or any code is compiled."""
 
+from multimae_jax.data.splits import resolve_image_size
+from multimae_jax.models.patch_masking import num_visible_patches
 from multimae_jax.tasks.registry import get_task
 from multimae_jax.tasks.task import STACK_COMPONENTS
 
@@ -62,12 +64,27 @@ def validate_config(config) -> None:
     check(train.grad_clip_norm is None or train.grad_clip_norm > 0, "train.grad_clip_norm",
           "must be positive (or None for no clipping)")
     check(train.log_every_steps >= 1, "train.log_every_steps", "must be >= 1")
+    _check_durations(config, check)
     check(config.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
     check(config.eval.split in ("", "val", "test"), "eval.split", "must be 'val', 'test' or '' (test if present)")
     check(config.checkpoint.max_to_keep >= 1, "checkpoint.max_to_keep", "must be >= 1")
 
     if problems:
         raise ValueError("invalid config values:\n  " + "\n  ".join(problems))
+
+
+def _check_durations(config, check) -> None:
+    """Check every step and epoch count; a set epoch count replaces the step count of the same duration."""
+    durations = (("train", "num", 1), ("train", "warmup", 0), ("eval", "every", 0), ("checkpoint", "every", 0))
+    for section, stem, minimum in durations:
+        steps, epochs = config[section].get(f"{stem}_steps"), config[section].get(f"{stem}_epochs")
+        if epochs is not None:
+            check(epochs > 0 if minimum else epochs >= 0, f"{section}.{stem}_epochs",
+                  "must be positive" if minimum else "must be >= 0")
+        elif steps is None:
+            check(False, f"{section}.{stem}_steps", f"must be set when {section}.{stem}_epochs is None")
+        else:
+            check(steps >= minimum, f"{section}.{stem}_steps", f"must be >= {minimum}")
 
 
 def _check_data(config, task, check, present) -> None:
@@ -118,6 +135,13 @@ def _check_loss(config, task, check) -> None:
     weights = [f"{name}_weight" for name in task.losses]
     if task.has("decoder"):
         check(0.0 <= loss.mask_ratio < 1.0, "loss.mask_ratio", "must be in [0, 1)")
+        image_size = resolve_image_size(config.data)
+        patch_size = config.model.patch_size
+        if loss.mae_weight > 0 and 0.0 <= loss.mask_ratio < 1.0 and patch_size >= 1 and image_size >= patch_size:
+            # The MAE loss averages over hidden patches, so a mask that hides none leaves nothing to learn.
+            num_patches = (image_size // patch_size) ** 2
+            check(num_visible_patches(num_patches, loss.mask_ratio) < num_patches, "loss.mask_ratio",
+                  f"hides none of the {num_patches} patches at {image_size} px; raise it, or set loss.mae_weight=0")
     if task.has("mlm"):
         check(0.0 < loss.mlm_mask_prob < 1.0, "loss.mlm_mask_prob", "must be in (0, 1)")
     for weight in weights:

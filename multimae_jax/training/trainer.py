@@ -24,6 +24,7 @@ from multimae_jax.training.durations import resolve_steps
 from multimae_jax.training.metric_logging import MetricLogger, format_duration
 from multimae_jax.training.optimizer import count_parameters, learning_rate_schedule, make_optimizer
 from multimae_jax.training.model_inputs import TokenIds, example_inputs
+from multimae_jax.training.saved_config import check_model_config, check_task, warn_about_data_and_loss_changes
 from multimae_jax.training.train_state import TrainState
 from multimae_jax.training.train_step import make_train_step
 
@@ -83,6 +84,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     run_start = time.time()
     logging.info("Task %s: %s", task.name, task.summary)
+    _check_checkpoints_fit(config, task, workdir)
 
     # ---------------------------------------------------------------- Data and tokenizer.
     splits = load_splits(config.data, config.seed)
@@ -126,10 +128,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # ---------------------------------------------------------------- Checkpoint and resume.
     checkpointer = Checkpointer(workdir, checkpoint_every, config.checkpoint.max_to_keep)
     if checkpointer.latest_step() is not None:
-        saved_task = checkpointer.restore_metadata().get("task", "fusion")
-        if saved_task != task.name:
-            raise ValueError(f"{workdir} contains checkpoints of task {saved_task!r}, not {task.name!r}; use another "
-                             f"--workdir or the config of task {saved_task!r}")
         state = checkpointer.restore(abstract_with_shardings(state_shardings, state))
         logging.info("Resumed from the checkpoint of step %d", int(state.step))
     start_step = int(jax.device_get(state.step))
@@ -170,6 +168,26 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logging.info("Finished at step %d in %s; results in %s", final_step, format_duration(time.time() - run_start),
                  workdir)
     return result
+
+
+def _check_checkpoints_fit(config, task, workdir: str) -> None:
+    """Before anything is built, check that the newest checkpoint in `workdir`, if any, fits this config.
+
+    Raises:
+      ValueError: the checkpoint belongs to another task or has other model settings.
+    """
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return
+    checkpointer = Checkpointer(workdir, every_steps=0, max_to_keep=1)
+    step = checkpointer.latest_step()
+    if step is not None:
+        metadata = checkpointer.restore_metadata(step)
+        path = os.path.join(directory, str(step))
+        check_task(task.name, metadata, path)
+        check_model_config(config, metadata, path)
+        warn_about_data_and_loss_changes(config, metadata, path)
+    checkpointer.close()
 
 
 def _train_loop(config, task, workdir, state, train_step, splits, tokenizer, image_size, max_text_length,
