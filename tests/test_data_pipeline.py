@@ -36,7 +36,7 @@ def tokenizer(split, tmp_path_factory):
     return load_tokenizer("", training_texts=split.captions, cache_dir=cache_dir, vocab_size=100)
 
 
-def _train_dataset(split, tokenizer, batch_size=4, seed=0, shard_index=0, shard_count=1):
+def _train_dataset(split, tokenizer, batch_size=4, seed=0, shard_index=0, shard_count=1, **options):
     return make_train_dataset(
         split,
         tokenizer,
@@ -48,6 +48,7 @@ def _train_dataset(split, tokenizer, batch_size=4, seed=0, shard_index=0, shard_
         shard_count=shard_count,
         min_crop_scale=0.3,
         random_flip=True,
+        **options,
     )
 
 
@@ -331,19 +332,7 @@ def text_lines(split):
 
 
 def _mode_dataset(split, tokenizer, modalities, batch_size=4, seed=0, shard_index=0, shard_count=1):
-    return make_train_dataset(
-        split,
-        tokenizer,
-        local_batch_size=batch_size,
-        image_size=IMAGE_SIZE,
-        max_text_length=TEXT_LENGTH,
-        seed=seed,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        min_crop_scale=0.3,
-        random_flip=True,
-        modalities=modalities,
-    )
+    return _train_dataset(split, tokenizer, batch_size, seed, shard_index, shard_count, modalities=modalities)
 
 
 def test_image_mode_layout(split):
