@@ -103,3 +103,14 @@ def test_missing_val_annotations_names_config_field(tmp_path):
     assert "coco_karpathy_val.json not found" in message
     assert "coco_karpathy_train.json" in message
     assert "--config.data.val_annotations=" in message
+
+
+def test_heldout_fraction_without_folder_is_reported(caplog):
+    from multimae_jax.data.splits import load_splits
+
+    data = ml_collections.ConfigDict({"root": "", "image_dir": "", "heldout_fraction": 0.2, "image_size": 16,
+                                      "builtin_train_images": 2, "builtin_val_images": 1, "builtin_test_images": 1})
+    with caplog.at_level("WARNING"):
+        splits = load_splits(data, seed=0)
+    assert splits.val.num_images == 1
+    assert "config.data.heldout_fraction=0.2 is ignored" in caplog.text

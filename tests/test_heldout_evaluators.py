@@ -40,7 +40,7 @@ def test_unigram_log_probs_are_a_distribution(tokenizer):
     assert int(np.argmax(log_probs)) == int(np.argmax(counts))
 
 
-def test_masked_token_evaluator_is_repeatable(tokenizer):
+def test_masked_token_evaluator_ignores_batching(tokenizer):
     model = MultimodalMae(vocab_size=tokenizer.vocab_size, max_text_length=TEXT_LENGTH,
                           text_stack=StackSize(16, 1, 2), use_mlm=True)
     params = init_params(model, jax.random.key(0), None, TEXT_LENGTH)
@@ -50,8 +50,13 @@ def test_masked_token_evaluator_is_repeatable(tokenizer):
 
     first = evaluator.evaluate(params, step=1)
     second = evaluator.evaluate(params, step=2)
+    other_batch_size = MaskedTokenEvaluator(split, "val", tokenizer, model, make_mesh(), train_texts=TEXTS,
+                                            batch_size=3, max_text_length=TEXT_LENGTH, mask_prob=0.15,
+                                            seed=0).evaluate(params, step=1)
 
     assert first == second
+    assert other_batch_size["num_masked_tokens"] == first["num_masked_tokens"]
+    assert other_batch_size["mlm_loss"] == pytest.approx(first["mlm_loss"], rel=1e-5)
     assert first["num_texts"] == 5
     assert 5 <= first["num_masked_tokens"] <= 5 * (TEXT_LENGTH - 2)
     assert 0.0 <= first["mlm_accuracy"] <= 1.0
@@ -60,7 +65,7 @@ def test_masked_token_evaluator_is_repeatable(tokenizer):
     assert tokenizer.vocab_size / 4 < first["mlm_perplexity"] < tokenizer.vocab_size * 4
 
 
-def test_reconstruction_loss_ignores_padding_rows():
+def test_reconstruction_loss_ignores_padding_and_batching():
     split = make_builtin_split("val", 3, IMAGE_SIZE, seed=0)
     model = MultimodalMae(patch_size=4, image_stack=StackSize(16, 1, 2), decoder_stack=StackSize(16, 1, 2))
     params = init_params(model, jax.random.key(0), IMAGE_SIZE, 0)
@@ -69,12 +74,18 @@ def test_reconstruction_loss_ignores_padding_rows():
 
     result = evaluator.evaluate(params, step=0)
 
-    # The one batch contains the 3 images and a padding copy of the last; the mask comes from fold_in(key(5), 0).
-    images = np.stack([eval_image_transform(split.load_image(i), IMAGE_SIZE) for i in (0, 1, 2, 2)])
-    patch_mask = random_patch_mask(jax.random.fold_in(jax.random.key(5), 0), 4, 16, 0.75)
-    predictions = model.apply({"params": params}, jnp.asarray(images), patch_mask, method=model.predict_pixels)
-    errors = np.asarray(masked_patch_errors(predictions, jnp.asarray(images), 4, True))
+    # The one batch contains the 3 images and a padding copy of the last; image i's mask comes from
+    # fold_in(key(5), i).
+    images = jnp.asarray(np.stack([eval_image_transform(split.load_image(i), IMAGE_SIZE) for i in range(3)]))
+    masks = [random_patch_mask(jax.random.fold_in(jax.random.key(5), i), 1, 16, 0.75) for i in range(3)]
+    patch_mask = jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves), *masks)
+    predictions = model.apply({"params": params}, images, patch_mask, method=model.predict_pixels)
+    errors = np.asarray(masked_patch_errors(predictions, images, 4, True))
     hidden = np.asarray(patch_mask.mask)
-    expected = (errors[:3] * hidden[:3]).sum() / hidden[:3].sum()
+    expected = (errors * hidden).sum() / hidden.sum()
     assert result["mae_loss"] == pytest.approx(float(expected), rel=1e-5)
     assert result["num_images"] == 3
+
+    other_batch_size = ReconstructionLossEvaluator(split, "val", model, make_mesh(), batch_size=2,
+                                                   image_size=IMAGE_SIZE, mask_ratio=0.75, norm_pix_loss=True, seed=5)
+    assert other_batch_size.evaluate(params, step=0)["mae_loss"] == pytest.approx(result["mae_loss"], rel=1e-5)

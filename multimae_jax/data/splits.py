@@ -11,6 +11,8 @@ from multimae_jax.data.coco_karpathy import load_coco_karpathy
 # Image side used when config.data.image_size is None. The generated scenes are simple shapes, so a smaller
 # size keeps the built-in demo run short on a CPU.
 DEFAULT_IMAGE_SIZE = 224
+# The default of config.data.heldout_fraction; another value with data that has a val split is reported.
+DEFAULT_HELDOUT_FRACTION = 0.05
 DEFAULT_BUILTIN_IMAGE_SIZE = 112
 
 
@@ -92,6 +94,9 @@ def load_splits(data_config, seed: int) -> Splits:
         train, heldout = load_text_file(_absolute(data_config.text_file), data_config.heldout_fraction)
         _log_sizes(train=train, val=heldout)
         return Splits(train=train, val=heldout, test=None, image_size=None, builtin=False)
+    if data_config.get("heldout_fraction", DEFAULT_HELDOUT_FRACTION) != DEFAULT_HELDOUT_FRACTION:
+        logging.warning("config.data.heldout_fraction=%g is ignored: it applies to config.data.image_dir and "
+                        "text_file only, and this data has its own val split", data_config.heldout_fraction)
     if not data_config.root:
         # Scenes are rendered when read, so a text-only run never draws them; any positive size will do.
         render_size = image_size or DEFAULT_BUILTIN_IMAGE_SIZE

@@ -38,8 +38,9 @@ def unigram_log_probs(texts: Sequence[str], tokenizer, max_text_length: int) -> 
 class MaskedTokenEvaluator:
     """Masked-token accuracy and perplexity over every text of a split, with the same corruption each time.
 
-    Texts are corrupted as in training, with BERT's 80/10/10 rule at loss.mlm_mask_prob. Batch b draws its
-    corruption from fold_in(key(seed), b), so two evaluations differ only by the parameters. The unigram
+    Texts are corrupted as in training, with BERT's 80/10/10 rule at loss.mlm_mask_prob. Text i draws its
+    corruption from fold_in(key(seed), i), so two evaluations differ only by the parameters, whatever the batch
+    size and device count. The unigram
     baseline predicts every masked token from the training texts' token frequencies: its accuracy is that of
     always answering the most frequent token, and its perplexity that of the smoothed frequency distribution.
     """
@@ -57,10 +58,14 @@ class MaskedTokenEvaluator:
         log_probs = unigram_log_probs(train_texts, tokenizer, max_text_length)
         most_frequent = int(np.argmax(log_probs))
 
-        def prediction_sums(params, batch, key):
-            targets = select_mlm_targets(key, batch["text_ids"], batch["text_mask"], special_ids=token_ids.special_ids,
-                                         mask_id=token_ids.mask_id, vocab_size=token_ids.vocab_size,
-                                         mask_prob=mask_prob)
+        def corrupt_one(index, text_ids, text_mask):
+            key = jax.random.fold_in(jax.random.key(seed), index)
+            return select_mlm_targets(key, text_ids[None], text_mask[None], special_ids=token_ids.special_ids,
+                                      mask_id=token_ids.mask_id, vocab_size=token_ids.vocab_size, mask_prob=mask_prob)
+
+        def prediction_sums(params, batch):
+            targets = jax.vmap(corrupt_one)(batch["caption_index"], batch["text_ids"], batch["text_mask"])
+            targets = jax.tree_util.tree_map(lambda leaf: leaf[:, 0], targets)
             logits = model.apply({"params": params}, targets.input_ids, batch["text_mask"], targets.positions,
                                  method=model.predict_masked_tokens)
             losses, correct = mlm_token_losses(logits, targets.labels)
@@ -86,10 +91,9 @@ class MaskedTokenEvaluator:
                                                  max_text_length=self.max_text_length,
                                                  shard_index=jax.process_index(), shard_count=jax.process_count())
         totals = {}
-        for index, local_batch in enumerate(batches):
+        for local_batch in batches:
             batch = sharding.global_batch_from_local(local_batch, self.mesh)
-            key = jax.random.fold_in(jax.random.key(self.seed), index)
-            for name, value in jax.device_get(self._prediction_sums(params, batch, key)).items():
+            for name, value in jax.device_get(self._prediction_sums(params, batch)).items():
                 totals[name] = totals.get(name, 0.0) + float(value)
         count = totals.get("count", 0.0)
         if count == 0:

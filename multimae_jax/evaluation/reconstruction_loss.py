@@ -15,8 +15,9 @@ from multimae_jax.training import sharding
 class ReconstructionLossEvaluator:
     """Mean pixel loss over the hidden patches of a split's images, with the same masks at every evaluation.
 
-    Images are resized whole as in retrieval evaluation. Batch b hides the patches drawn from
-    fold_in(key(seed), b), so two evaluations of one split differ only by the parameters. The loss uses the
+    Images are resized whole as in retrieval evaluation. Image i hides the patches drawn from
+    fold_in(key(seed), i), so two evaluations of one split differ only by the parameters, whatever the batch
+    size and device count. The loss uses the
     training target (per-patch normalised pixels with norm_pix_loss), so it is comparable with the logged
     training mae_loss.
     """
@@ -31,10 +32,12 @@ class ReconstructionLossEvaluator:
         self.seed = seed
         self.num_workers = num_workers
 
-        def error_sums(params, batch, key):
+        def error_sums(params, batch):
             images = batch["image"]
             num_patches = (images.shape[1] // model.patch_size) * (images.shape[2] // model.patch_size)
-            patch_mask = random_patch_mask(key, images.shape[0], num_patches, mask_ratio)
+            keys = jax.vmap(lambda index: jax.random.fold_in(jax.random.key(seed), index))(batch["image_index"])
+            masks = jax.vmap(lambda key: random_patch_mask(key, 1, num_patches, mask_ratio))(keys)
+            patch_mask = jax.tree_util.tree_map(lambda leaf: leaf[:, 0], masks)
             predictions = model.apply({"params": params}, images, patch_mask, method=model.predict_pixels)
             errors = masked_patch_errors(predictions, images, model.patch_size, norm_pix_loss)
             weights = patch_mask.mask * batch["valid"][:, None].astype(jnp.float32)
@@ -49,10 +52,9 @@ class ReconstructionLossEvaluator:
                                                image_size=self.image_size, shard_index=jax.process_index(),
                                                shard_count=jax.process_count(), num_workers=self.num_workers)
         total_error, total_weight = 0.0, 0.0
-        for index, local_batch in enumerate(batches):
+        for local_batch in batches:
             batch = sharding.global_batch_from_local(local_batch, self.mesh)
-            key = jax.random.fold_in(jax.random.key(self.seed), index)
-            error, weight = jax.device_get(self._error_sums(params, batch, key))
+            error, weight = jax.device_get(self._error_sums(params, batch))
             total_error += float(error)
             total_weight += float(weight)
         if total_weight == 0:

@@ -7,6 +7,7 @@ image fields, and the image MAE config has no text fields.
 
 import ml_collections
 
+from multimae_jax.data.splits import DEFAULT_HELDOUT_FRACTION
 from multimae_jax.tasks.registry import get_task
 
 # ViT sizes of the variant names: (width, depth, heads).
@@ -65,7 +66,7 @@ def data_section(task) -> ml_collections.ConfigDict:
         data.text_file = ""  # A UTF-8 text file with one example per line; replaces root.
     if task.modalities in (("image",), ("text",)):
         # Share of image_dir files or text_file lines held out for evaluation, chosen by hashing each one.
-        data.heldout_fraction = 0.05
+        data.heldout_fraction = DEFAULT_HELDOUT_FRACTION
     if task.uses_images:
         # Image side in pixels. None picks 224 for real data and 112 for the built-in scenes.
         data.image_size = ml_collections.FieldReference(None, field_type=int)
