@@ -45,12 +45,13 @@ def test_masked_token_evaluator_ignores_batching(tokenizer):
                           text_stack=StackSize(16, 1, 2), use_mlm=True)
     params = init_params(model, jax.random.key(0), None, TEXT_LENGTH)
     split = TextLines(name="held out", captions=tuple(TEXTS[:5]))
-    evaluator = MaskedTokenEvaluator(split, "val", tokenizer, model, make_mesh(), train_texts=TEXTS, batch_size=4,
-                                     max_text_length=TEXT_LENGTH, mask_prob=0.15, seed=0)
+    log_probs = unigram_log_probs(TEXTS, tokenizer, TEXT_LENGTH)
+    evaluator = MaskedTokenEvaluator(split, "val", tokenizer, model, make_mesh(), train_log_probs=log_probs,
+                                     batch_size=4, max_text_length=TEXT_LENGTH, mask_prob=0.15, seed=0)
 
     first = evaluator.evaluate(params, step=1)
     second = evaluator.evaluate(params, step=2)
-    other_batch_size = MaskedTokenEvaluator(split, "val", tokenizer, model, make_mesh(), train_texts=TEXTS,
+    other_batch_size = MaskedTokenEvaluator(split, "val", tokenizer, model, make_mesh(), train_log_probs=log_probs,
                                             batch_size=3, max_text_length=TEXT_LENGTH, mask_prob=0.15,
                                             seed=0).evaluate(params, step=1)
 
@@ -89,3 +90,12 @@ def test_reconstruction_loss_ignores_padding_and_batching():
     other_batch_size = ReconstructionLossEvaluator(split, "val", model, make_mesh(), batch_size=2,
                                                    image_size=IMAGE_SIZE, mask_ratio=0.75, norm_pix_loss=True, seed=5)
     assert other_batch_size.evaluate(params, step=0)["mae_loss"] == pytest.approx(result["mae_loss"], rel=1e-5)
+
+
+def test_masked_token_evaluator_checks_baseline_shape(tokenizer):
+    model = MultimodalMae(vocab_size=tokenizer.vocab_size, max_text_length=TEXT_LENGTH,
+                          text_stack=StackSize(16, 1, 2), use_mlm=True)
+    split = TextLines(name="held out", captions=tuple(TEXTS[:2]))
+    with pytest.raises(ValueError, match=r"train_log_probs has shape \(7,\), expected"):
+        MaskedTokenEvaluator(split, "val", tokenizer, model, make_mesh(), train_log_probs=np.zeros(7), batch_size=2,
+                             max_text_length=TEXT_LENGTH, mask_prob=0.15, seed=0)

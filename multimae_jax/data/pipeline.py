@@ -302,29 +302,6 @@ def _iterate(dataset: grain.MapDataset, num_workers: int, prefetch_buffer: int) 
     return iter(dataset.to_iter_dataset(read_options).mp_prefetch(worker_options))
 
 
-class _TrainExampleLoader:
-    """Grain random map: caption index -> augmented image, caption text and indices."""
-
-    def __init__(self, split: CaptionedImages, image_size: int, min_crop_scale: float, random_flip: bool):
-        self._split = split
-        self._image_size = image_size
-        self._min_crop_scale = min_crop_scale
-        self._random_flip = random_flip
-
-    def __call__(self, caption_index: int, rng: np.random.Generator) -> dict:
-        image_index = int(self._split.caption_to_image[caption_index])
-        image = self._split.load_image(image_index)
-        transformed = train_image_transform(
-            image, rng, self._image_size, min_crop_scale=self._min_crop_scale, random_flip=self._random_flip
-        )
-        return {
-            "image": transformed,
-            "caption": self._split.captions[caption_index],
-            "image_index": image_index,
-            "caption_index": int(caption_index),
-        }
-
-
 class _TrainImageLoader:
     """Grain random map: image index -> augmented image and its index, without reading captions."""
 
@@ -340,6 +317,16 @@ class _TrainImageLoader:
             image, rng, self._image_size, min_crop_scale=self._min_crop_scale, random_flip=self._random_flip
         )
         return {"image": transformed, "image_index": int(image_index)}
+
+
+class _TrainExampleLoader(_TrainImageLoader):
+    """Grain random map: caption index -> augmented image, caption text and indices."""
+
+    def __call__(self, caption_index: int, rng: np.random.Generator) -> dict:
+        example = super().__call__(int(self._split.caption_to_image[caption_index]), rng)
+        example["caption"] = self._split.captions[caption_index]
+        example["caption_index"] = int(caption_index)
+        return example
 
 
 class _TrainCaptionLoader:

@@ -101,8 +101,9 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) 
 
     The evaluations are those of training (see `TaskEvaluator`). The result also records the checkpoint folder,
     and the reconstruction grid goes to `<workdir>/reconstructions/eval_<split>_step_<N>.png`, so the files of
-    the training run's own evaluations stay. See `restore_checkpoint_model` for what is restored. With config.eval.export_embeddings (tasks with contrastive
-    heads), the embeddings are also saved to `<workdir>/embeddings_<split>_step<N>.npz`.
+    the training run's own evaluations stay. See `restore_checkpoint_model` for what is restored. With
+    config.eval.export_embeddings (tasks with contrastive heads), the embeddings are also saved to
+    `<workdir>/embeddings_<split>_step<N>.npz`.
     """
     validate_config(config)
     restored = restore_checkpoint_model(config, workdir, checkpoint)

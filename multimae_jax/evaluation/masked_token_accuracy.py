@@ -41,12 +41,14 @@ class MaskedTokenEvaluator:
     Texts are corrupted as in training, with BERT's 80/10/10 rule at loss.mlm_mask_prob. Text i draws its
     corruption from fold_in(key(seed), i), so two evaluations differ only by the parameters, whatever the batch
     size and device count. The unigram
-    baseline predicts every masked token from the training texts' token frequencies: its accuracy is that of
-    always answering the most frequent token, and its perplexity that of the smoothed frequency distribution.
+    baseline predicts every masked token from the training texts' token frequencies (`unigram_log_probs`). Its
+    accuracy is that of always predicting the most frequent token, and its perplexity is that of the smoothed
+    frequency distribution.
     """
 
-    def __init__(self, split, split_name: str, tokenizer, model, mesh, *, train_texts: Sequence[str],
+    def __init__(self, split, split_name: str, tokenizer, model, mesh, *, train_log_probs: np.ndarray,
                  batch_size: int, max_text_length: int, mask_prob: float, seed: int):
+        """Build the evaluator; `train_log_probs` is `unigram_log_probs` of the training texts."""
         self.local_batch_size = sharding.local_batch_size(batch_size, mesh, field="eval.batch_size")
         self.split = split
         self.split_name = split_name
@@ -55,7 +57,10 @@ class MaskedTokenEvaluator:
         self.max_text_length = max_text_length
         self.seed = seed
         token_ids = TokenIds(tuple(tokenizer.special_ids), tokenizer.mask_id, tokenizer.vocab_size)
-        log_probs = unigram_log_probs(train_texts, tokenizer, max_text_length)
+        log_probs = np.asarray(train_log_probs, np.float32)
+        if log_probs.shape != (tokenizer.vocab_size,):
+            raise ValueError(f"train_log_probs has shape {log_probs.shape}, expected ({tokenizer.vocab_size},): one "
+                             f"log-probability per token of the tokenizer")
         most_frequent = int(np.argmax(log_probs))
 
         def corrupt_one(index, text_ids, text_mask):

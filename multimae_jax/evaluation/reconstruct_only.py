@@ -41,8 +41,9 @@ def reconstruct_image_files(config, workdir: str, image_paths: Sequence[str], ca
     validate_config(config)
     task = get_task(config.task)
     if not task.writes_reconstructions:
+        with_decoder = [name for name, other in TASKS.items() if other.has("decoder")]
         raise ValueError(f"task {task.name!r} has no MAE decoder, so it cannot reconstruct images; --mode "
-                         f"reconstruct works with the tasks {', '.join(n for n, t in TASKS.items() if t.has('decoder'))}")
+                         f"reconstruct works with the tasks {', '.join(with_decoder)}")
     if not image_paths:
         raise ValueError("no image files to reconstruct; pass one or more --image PATH")
 

@@ -2,10 +2,12 @@
 
 import json
 import os
+from typing import Optional
 
 import jax
+import numpy as np
 
-from multimae_jax.evaluation.masked_token_accuracy import MaskedTokenEvaluator
+from multimae_jax.evaluation.masked_token_accuracy import MaskedTokenEvaluator, unigram_log_probs
 from multimae_jax.evaluation.reconstruction_loss import ReconstructionLossEvaluator
 from multimae_jax.evaluation.reconstructions import write_split_reconstructions
 from multimae_jax.evaluation.retrieval_evaluator import RetrievalEvaluator
@@ -31,10 +33,13 @@ class TaskEvaluator:
     - an MAE decoder: a reconstruction grid, `<workdir>/reconstructions/step_<N>.png`.
     """
 
-    def __init__(self, config, task, splits, split_name: str, tokenizer, model, mesh, grid_prefix: str = "step"):
+    def __init__(self, config, task, splits, split_name: str, tokenizer, model, mesh, grid_prefix: str = "step",
+                 unigram_log_probs_of_train: Optional[np.ndarray] = None):
         """Build the evaluators of `split_name` ("val", "test", or "" for test when present, else val).
 
-        Reconstruction grids are written to `<workdir>/reconstructions/<grid_prefix>_<step>.png`.
+        Reconstruction grids are written to `<workdir>/reconstructions/<grid_prefix>_<step>.png`. For masked
+        tokens, `unigram_log_probs_of_train` reuses the baseline of another evaluator of the same run (its
+        attribute of that name), because counting the training tokens reads every training text.
         """
         self.split_name, self.split = splits.named(split_name)
         self.grid_prefix = grid_prefix
@@ -57,9 +62,14 @@ class TaskEvaluator:
                 self.split, self.split_name, model, mesh, image_size=splits.image_size,
                 mask_ratio=config.loss.mask_ratio, norm_pix_loss=config.loss.norm_pix_loss, seed=config.seed,
                 num_workers=config.data.num_workers, **common))
+        self.unigram_log_probs_of_train = unigram_log_probs_of_train
         if task.evaluates_masked_tokens and model.use_mlm:
+            if self.unigram_log_probs_of_train is None:
+                self.unigram_log_probs_of_train = unigram_log_probs(splits.train.captions, tokenizer,
+                                                                    config.data.max_text_length)
             self.parts.append(MaskedTokenEvaluator(
-                self.split, self.split_name, tokenizer, model, mesh, train_texts=splits.train.captions,
+                self.split, self.split_name, tokenizer, model, mesh,
+                train_log_probs=self.unigram_log_probs_of_train,
                 max_text_length=config.data.max_text_length, mask_prob=config.loss.mlm_mask_prob, seed=config.seed,
                 **common))
 

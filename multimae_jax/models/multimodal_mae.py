@@ -36,11 +36,11 @@ class MultimodalMae(nn.Module):
     A component exists when its size is given: `image_stack` (ViT encoder over the visible patches), `text_stack`
     (text encoder), `decoder_stack` (MAE decoder, which needs the image encoder), `use_mlm` (MLM head, which needs
     the text encoder), `embed_dim` > 0 (contrastive projections and temperature) and `fusion_stack` (fusion
-    transformer). The last two need both encoders. Parameter names do not depend on which other components exist, so the encoders of one
-    task's checkpoint have the same paths as in another's.
+    transformer). The last two need both encoders. Parameter names do not depend on which other components
+    exist, so the encoders of one task's checkpoint have the same paths as in another's.
 
     Data flow of the training pass:
-      - the image encoder sees the visible patches only;
+      - the image encoder reads the visible patches only;
       - the contrastive embeddings come from the CLS tokens of the image encoder (visible patches, as in FLIP)
         and of the text encoder run on the uncorrupted caption;
       - with MLM, the text encoder runs a second time on the corrupted caption;
@@ -134,7 +134,8 @@ class MultimodalMae(nn.Module):
 
         Only for models without fusion: a fusion model's MLM head reads tokens fused with an image.
         """
-        self._require(self.use_mlm and self.fusion_stack is None, "predict_masked_tokens needs an MLM head and no fusion")
+        self._require(self.use_mlm and self.fusion_stack is None,
+                      "predict_masked_tokens needs an MLM head and no fusion")
         return self.mlm_head(self.text_encoder(mlm_input_ids, text_mask), mlm_positions)
 
     def __call__(
@@ -158,9 +159,10 @@ class MultimodalMae(nn.Module):
           mlm_positions: int32 [batch, max_predictions], positions to predict; needed with an MLM head.
 
         Returns:
-          dict with, depending on the components: "image_embedding" and "text_embedding" (unit norm,
-          [batch, embed_dim]) and "logit_scale" (scalar); "pixel_predictions" ([batch, num_patches,
-          patch_size**2 * 3]); "mlm_logits" ([batch, max_predictions, vocab_size]).
+          dict with the outputs of the components the model has. Contrastive heads give "image_embedding" and
+          "text_embedding" (unit norm, [batch, embed_dim]) and "logit_scale" (scalar). A decoder gives
+          "pixel_predictions" ([batch, num_patches, patch_size**2 * 3]). An MLM head gives "mlm_logits"
+          ([batch, max_predictions, vocab_size]).
         """
         outputs = {}
         image_tokens = text_tokens = None

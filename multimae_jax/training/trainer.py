@@ -137,7 +137,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- Evaluators.
     val_evaluator = TaskEvaluator(config, task, splits, "val", tokenizer, model, mesh)
-    final_evaluator = TaskEvaluator(config, task, splits, "", tokenizer, model, mesh)
+    final_evaluator = TaskEvaluator(config, task, splits, "", tokenizer, model, mesh,
+                                    unigram_log_probs_of_train=val_evaluator.unigram_log_probs_of_train)
 
     # ---------------------------------------------------------------- Update step.
     token_ids = None
